@@ -1,0 +1,36 @@
+"""The ``monoocc`` command: one entry point, one subcommand per job.
+
+Each job's module exposes ``register(subparsers)``, which adds its subcommand and sets
+``func`` to the function that runs it; heavy imports happen inside that function so that
+``monoocc --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from monoocc_ros import __version__
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="monoocc",
+        description="MonoOcc semantic occupancy: data conversion, training, evaluation, export.",
+    )
+    parser.add_argument("--version", action="version", version=f"monoocc {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
