@@ -11,6 +11,8 @@ import argparse
 import sys
 
 from monoocc_ros import __version__
+from monoocc_ros.data import commands as data_commands
+from monoocc_ros.data import scene
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -20,6 +22,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"monoocc {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    scene.register(subparsers)
+    data_commands.register(subparsers)
     return parser
 
 

@@ -124,12 +124,19 @@ def downsample_labels(labels: np.ndarray, factor: int = 2) -> np.ndarray:
     n_empty = (blocks == EMPTY).sum(1)
     n_unknown = (blocks == IGNORE).sum(1)
     out = np.where(n_empty > n_unknown, EMPTY, IGNORE).astype(np.uint8)
-    best_count = np.zeros(blocks.shape[0], dtype=np.int64)
-    for c in np.unique(blocks):
-        if c in (EMPTY, IGNORE):
-            continue
-        count = (blocks == c).sum(1)
-        better = count > best_count  # ascending class order keeps ties on the smaller id
-        out[better] = c
-        best_count[better] = count[better]
+    # Mode of the semantic children: sort each block (0 and 255 pushed past the end) and scan the
+    # runs of equal values; only a strictly longer run replaces the best, so ties keep the
+    # smaller id.
+    semantic = np.where((blocks == EMPTY) | (blocks == IGNORE), 256, blocks.astype(np.int16))
+    semantic.sort(axis=1)
+    run = np.ones(len(semantic), dtype=np.int8)
+    best_run = np.where(semantic[:, 0] < 256, 1, 0).astype(np.int8)
+    mode = semantic[:, 0].copy()
+    for j in range(1, semantic.shape[1]):
+        run = np.where(semantic[:, j] == semantic[:, j - 1], run + 1, 1).astype(np.int8)
+        better = (run > best_run) & (semantic[:, j] < 256)
+        best_run[better] = run[better]
+        mode[better] = semantic[better, j]
+    has_semantic = best_run > 0
+    out[has_semantic] = mode[has_semantic]
     return out.reshape(X // factor, Y // factor, Z // factor)

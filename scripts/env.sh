@@ -8,3 +8,5 @@ export AMENT_PREFIX_PATH="$_monoocc_root/.venv${AMENT_PREFIX_PATH:+:$AMENT_PREFI
 . "$_monoocc_root/install/setup.bash"
 export ROS_AUTOMATIC_DISCOVERY_RANGE="${ROS_AUTOMATIC_DISCOVERY_RANGE:-LOCALHOST}"
 unset _monoocc_root
+# numpy's OpenBLAS threads on thin (N,3)@(3,3) products cost more than they give on small machines.
+export OPENBLAS_NUM_THREADS="${OPENBLAS_NUM_THREADS:-1}"

@@ -1,0 +1,1 @@
+"""Data: SemanticKITTI files, rosbag2 conversion, bag index and training dataset (ROS-free)."""

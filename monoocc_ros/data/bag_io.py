@@ -1,0 +1,729 @@
+"""rosbag2 I/O without ROS: the project's typestore, message builders and a frame index.
+
+The bags follow :mod:`monoocc_ros.topics`. :func:`read_bag_frames` reads a bag once, keeps only
+small things (stamps, intrinsics, transforms, where each message lies) and loads images, points
+and ground truth on demand, so it can serve a ``DataLoader`` with workers: every process opens
+its own reader lazily.
+
+Example:
+    >>> index = read_bag_frames(Path("seq08"), require_ground_truth=True)   # doctest: +SKIP
+    >>> frame = index.load(0); frame.ground_truth.shape                       # doctest: +SKIP
+    (256, 256, 32)
+"""
+
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from monoocc_ros import topics
+from monoocc_ros.camera import check_intrinsics, invert_rigid
+from monoocc_ros.grid import KITTI_GRID, VoxelGrid
+from monoocc_ros.labels import SEMANTIC_KITTI
+
+__all__ = [
+    "BagFrame",
+    "BagIndex",
+    "BagReadError",
+    "MsgRef",
+    "decode_grid",
+    "decode_image",
+    "decode_points",
+    "find_msg_file",
+    "matrix_to_quaternion",
+    "quaternion_to_matrix",
+    "read_bag_frames",
+    "typestore",
+]
+
+MSG_FILE = "SemanticOccupancyGrid.msg"
+KITTI_FRAMES_KEY = "monoocc_ros/kitti_frames"
+"""Bag metadata ``custom_data`` key: JSON {"sequence", "frames", "stamps_ns"} of a converted bag."""
+POINT_FIELDS = ("x", "y", "z", "intensity", "label")
+POINT_STEP = 20  # 4 x float32 + uint32
+
+
+class BagReadError(RuntimeError):
+    """The bag cannot be opened or read at all; the message names the bag."""
+
+
+def find_msg_file() -> Path:
+    """Locate ``msg/SemanticOccupancyGrid.msg``: source checkout first, then the ament share dir."""
+    candidates = [Path(__file__).resolve().parents[2] / "msg" / MSG_FILE]
+    for prefix in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep):
+        if prefix:
+            candidates.append(Path(prefix) / "share" / "monoocc_ros" / "msg" / MSG_FILE)
+    for path in candidates:
+        if path.is_file():
+            return path
+    raise FileNotFoundError(f"{MSG_FILE} not found; looked in {[str(p) for p in candidates]}")
+
+
+@lru_cache(maxsize=1)
+def typestore():
+    """The ROS 2 Jazzy typestore of ``rosbags`` with ``monoocc_ros/msg/SemanticOccupancyGrid``."""
+    from rosbags.typesys import Stores, get_types_from_msg, get_typestore
+
+    store = get_typestore(Stores.ROS2_JAZZY)
+    store.register(get_types_from_msg(find_msg_file().read_text(), topics.GRID_MSG_TYPE))
+    return store
+
+
+# ---------------------------------------------------------------- rotations
+
+
+def quaternion_to_matrix(x: float, y: float, z: float, w: float) -> np.ndarray:
+    """Unit quaternion (x, y, z, w) -> (3, 3) rotation matrix."""
+    q = np.array([x, y, z, w], dtype=np.float64)
+    n = np.linalg.norm(q)
+    if not np.isfinite(n) or n < 1e-9:
+        raise ValueError(f"quaternion {q.tolist()} has zero or non-finite norm")
+    x, y, z, w = q / n
+    return np.array(
+        [
+            [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+            [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+            [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
+        ]
+    )
+
+
+def matrix_to_quaternion(R: np.ndarray) -> np.ndarray:
+    """(3, 3) rotation -> (4,) quaternion (x, y, z, w) with w >= 0.
+
+    The matrix is first projected onto the nearest rotation (SVD), because calibration files
+    store rotations with ~1e-7 orthonormality error.
+    """
+    U, _, Vt = np.linalg.svd(np.asarray(R, dtype=np.float64))
+    R = U @ np.diag([1.0, 1.0, np.linalg.det(U @ Vt)]) @ Vt
+    # Shepperd's method: branch on the largest diagonal term for numerical stability.
+    t = np.trace(R)
+    if t > 0:
+        s = 2.0 * np.sqrt(1.0 + t)
+        q = [(R[2, 1] - R[1, 2]) / s, (R[0, 2] - R[2, 0]) / s, (R[1, 0] - R[0, 1]) / s, s / 4]
+    else:
+        i = int(np.argmax(np.diag(R)))
+        j, k = (i + 1) % 3, (i + 2) % 3
+        s = 2.0 * np.sqrt(1.0 + R[i, i] - R[j, j] - R[k, k])
+        q = [0.0] * 4
+        q[i] = s / 4
+        q[j] = (R[j, i] + R[i, j]) / s
+        q[k] = (R[k, i] + R[i, k]) / s
+        q[3] = (R[k, j] - R[j, k]) / s
+    q = np.asarray(q)
+    return q if q[3] >= 0 else -q
+
+
+# ---------------------------------------------------------------- message builders
+
+
+def stamp_to_ns(stamp) -> int:
+    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+
+
+def make_header(stamp_ns: int, frame_id: str):
+    t = typestore().types
+    return t["std_msgs/msg/Header"](
+        stamp=t["builtin_interfaces/msg/Time"](
+            sec=stamp_ns // 1_000_000_000, nanosec=stamp_ns % 1_000_000_000
+        ),
+        frame_id=frame_id,
+    )
+
+
+def image_message(image: np.ndarray, stamp_ns: int, frame_id: str = topics.CAMERA_FRAME):
+    """(H, W, 3) uint8 RGB -> sensor_msgs/Image rgb8."""
+    image = np.ascontiguousarray(image, dtype=np.uint8)
+    h, w = image.shape[:2]
+    return typestore().types["sensor_msgs/msg/Image"](
+        header=make_header(stamp_ns, frame_id),
+        height=h,
+        width=w,
+        encoding="rgb8",
+        is_bigendian=0,
+        step=w * 3,
+        data=image.reshape(-1),
+    )
+
+
+def compressed_image_message(
+    data: bytes, fmt: str, stamp_ns: int, frame_id: str = topics.CAMERA_FRAME
+):
+    """Encoded bytes (png or jpeg) -> sensor_msgs/CompressedImage."""
+    return typestore().types["sensor_msgs/msg/CompressedImage"](
+        header=make_header(stamp_ns, frame_id),
+        format=fmt,
+        data=np.frombuffer(data, dtype=np.uint8),
+    )
+
+
+def camera_info_message(
+    K: np.ndarray, image_hw: tuple[int, int], stamp_ns: int, frame_id: str = topics.CAMERA_FRAME
+):
+    """Rectified pinhole CameraInfo: K, R = I, P = [K | 0], no distortion."""
+    t = typestore().types
+    K = check_intrinsics(K)
+    P = np.zeros((3, 4))
+    P[:, :3] = K
+    return t["sensor_msgs/msg/CameraInfo"](
+        header=make_header(stamp_ns, frame_id),
+        height=image_hw[0],
+        width=image_hw[1],
+        distortion_model="plumb_bob",
+        d=np.zeros(5),
+        k=K.reshape(-1),
+        r=np.eye(3).reshape(-1),
+        p=P.reshape(-1),
+        binning_x=0,
+        binning_y=0,
+        roi=t["sensor_msgs/msg/RegionOfInterest"](
+            x_offset=0, y_offset=0, height=0, width=0, do_rectify=False
+        ),
+    )
+
+
+def tf_message(transforms: list[tuple[str, str, np.ndarray]], stamp_ns: int):
+    """[(parent, child, T_parent_child (4, 4))] -> tf2_msgs/TFMessage."""
+    t = typestore().types
+    out = []
+    for parent, child, T in transforms:
+        q = matrix_to_quaternion(T[:3, :3])
+        out.append(
+            t["geometry_msgs/msg/TransformStamped"](
+                header=make_header(stamp_ns, parent),
+                child_frame_id=child,
+                transform=t["geometry_msgs/msg/Transform"](
+                    translation=t["geometry_msgs/msg/Vector3"](
+                        x=float(T[0, 3]), y=float(T[1, 3]), z=float(T[2, 3])
+                    ),
+                    rotation=t["geometry_msgs/msg/Quaternion"](x=q[0], y=q[1], z=q[2], w=q[3]),
+                ),
+            )
+        )
+    return t["tf2_msgs/msg/TFMessage"](transforms=out)
+
+
+def points_message(
+    scan: np.ndarray, labels: np.ndarray, stamp_ns: int, frame_id: str = topics.LIDAR_FRAME
+):
+    """(P, 4) float32 scan + (P,) uint32 raw labels -> PointCloud2 (x, y, z, intensity, label)."""
+    t = typestore().types
+    field_t = t["sensor_msgs/msg/PointField"]
+    rec = np.empty(len(scan), dtype=[("xyzi", "<f4", (4,)), ("label", "<u4")])
+    rec["xyzi"] = scan
+    rec["label"] = labels
+    fields = [
+        field_t(
+            name=n, offset=4 * i, datatype=field_t.FLOAT32 if i < 4 else field_t.UINT32, count=1
+        )
+        for i, n in enumerate(POINT_FIELDS)
+    ]
+    return t["sensor_msgs/msg/PointCloud2"](
+        header=make_header(stamp_ns, frame_id),
+        height=1,
+        width=len(scan),
+        fields=fields,
+        is_bigendian=False,
+        point_step=POINT_STEP,
+        row_step=POINT_STEP * len(scan),
+        data=rec.view(np.uint8).reshape(-1),
+        is_dense=True,
+    )
+
+
+def grid_message(
+    labels: np.ndarray,
+    stamp_ns: int,
+    grid: VoxelGrid = KITTI_GRID,
+    frame_id: str = topics.GRID_FRAME,
+):
+    """(X, Y, Z) uint8 train ids -> SemanticOccupancyGrid (origin = grid minimum corner)."""
+    t = typestore().types
+    labels = np.ascontiguousarray(labels, dtype=np.uint8)
+    if labels.shape != grid.size:
+        raise ValueError(f"grid labels must be {grid.size}, got {labels.shape}")
+    ox, oy, oz = grid.origin_m
+    return t[topics.GRID_MSG_TYPE](
+        header=make_header(stamp_ns, frame_id),
+        origin=t["geometry_msgs/msg/Pose"](
+            position=t["geometry_msgs/msg/Point"](x=ox, y=oy, z=oz),
+            orientation=t["geometry_msgs/msg/Quaternion"](x=0.0, y=0.0, z=0.0, w=1.0),
+        ),
+        resolution=grid.voxel_size_m,
+        size_x=grid.size[0],
+        size_y=grid.size[1],
+        size_z=grid.size[2],
+        labels=labels.reshape(-1),
+        confidence=np.zeros(0, dtype=np.uint8),
+        class_names=list(SEMANTIC_KITTI.names),
+    )
+
+
+# ---------------------------------------------------------------- message decoders
+
+
+def decode_image(msg) -> np.ndarray:
+    """sensor_msgs/Image (rgb8, bgr8, mono8) or CompressedImage -> (H, W, 3) uint8 RGB.
+
+    Raises:
+        ValueError: unsupported encoding or inconsistent size.
+    """
+    if msg.__msgtype__ == "sensor_msgs/msg/CompressedImage":
+        import cv2
+
+        bgr = cv2.imdecode(np.asarray(msg.data, dtype=np.uint8), cv2.IMREAD_COLOR)
+        if bgr is None:
+            raise ValueError(f"compressed image ({msg.format!r}) cannot be decoded")
+        return np.ascontiguousarray(bgr[:, :, ::-1])
+    channels = {"rgb8": 3, "bgr8": 3, "mono8": 1}.get(msg.encoding)
+    if channels is None:
+        raise ValueError(f"image encoding {msg.encoding!r} not supported (rgb8, bgr8, mono8)")
+    h, w, step = int(msg.height), int(msg.width), int(msg.step)
+    if step < w * channels or len(msg.data) != step * h:
+        raise ValueError(f"image data has {len(msg.data)} bytes, expected step {step} x height {h}")
+    img = (
+        np.asarray(msg.data, dtype=np.uint8)
+        .reshape(h, step)[:, : w * channels]
+        .reshape(h, w, channels)
+    )
+    if msg.encoding == "bgr8":
+        img = img[:, :, ::-1]
+    elif msg.encoding == "mono8":
+        img = np.repeat(img, 3, axis=2)
+    return np.ascontiguousarray(img)
+
+
+def decode_camera_info(msg) -> np.ndarray:
+    """CameraInfo -> (3, 3) float64 K of the rectified image (from P, as image_geometry does)."""
+    P = np.asarray(msg.p, dtype=np.float64).reshape(3, 4)
+    K = P[:, :3] if P[2, 2] != 0 else np.asarray(msg.k, dtype=np.float64).reshape(3, 3)
+    return check_intrinsics(K, name="camera_info K")
+
+
+def decode_transform(tf) -> np.ndarray:
+    """geometry_msgs/Transform -> (4, 4) float64."""
+    T = np.eye(4)
+    r = tf.rotation
+    T[:3, :3] = quaternion_to_matrix(r.x, r.y, r.z, r.w)
+    T[:3, 3] = [tf.translation.x, tf.translation.y, tf.translation.z]
+    return T
+
+
+def decode_points(msg) -> tuple[np.ndarray, np.ndarray]:
+    """Converter PointCloud2 -> (P, 4) float32 x, y, z, intensity and (P,) uint32 raw label.
+
+    Raises:
+        ValueError: the cloud lacks the expected float32 x, y, z, intensity / uint32 label layout.
+    """
+    fields = {f.name: (f.offset, f.datatype) for f in msg.fields}
+    expected = {n: (4 * i, 7 if i < 4 else 6) for i, n in enumerate(POINT_FIELDS)}
+    if (
+        any(fields.get(n) != v for n, v in expected.items())
+        or msg.point_step != POINT_STEP
+        or msg.is_bigendian
+    ):
+        raise ValueError(
+            f"point cloud layout {fields} (step {msg.point_step}) is not x,y,z,intensity,label"
+        )
+    n = int(msg.width) * int(msg.height)
+    if len(msg.data) != n * POINT_STEP:
+        raise ValueError(f"point cloud has {len(msg.data)} bytes for {n} points")
+    rec = np.asarray(msg.data, dtype=np.uint8).view([("xyzi", "<f4", (4,)), ("label", "<u4")])
+    return rec["xyzi"].astype(np.float32), rec["label"].astype(np.uint32)
+
+
+def decode_grid(msg, grid: VoxelGrid = KITTI_GRID) -> np.ndarray:
+    """SemanticOccupancyGrid -> (X, Y, Z) uint8 train ids.
+
+    Raises:
+        ValueError: sizes differ from ``grid`` or the label count does not match.
+    """
+    size = (int(msg.size_x), int(msg.size_y), int(msg.size_z))
+    if size != grid.size or abs(msg.resolution - grid.voxel_size_m) > 1e-6:
+        raise ValueError(
+            f"grid {size} @ {msg.resolution} m, expected {grid.size} @ {grid.voxel_size_m} m"
+        )
+    if len(msg.labels) != grid.num_voxels:
+        raise ValueError(f"grid has {len(msg.labels)} labels, expected {grid.num_voxels}")
+    return np.asarray(msg.labels, dtype=np.uint8).reshape(size).copy()
+
+
+# ---------------------------------------------------------------- index
+
+
+@dataclass(frozen=True)
+class MsgRef:
+    """Where a message lies: topic, bag receive time and its rank among same-time messages."""
+
+    topic: str
+    log_time_ns: int
+    ordinal: int
+
+
+@dataclass(frozen=True, eq=False)
+class FrameRecord:
+    """What the index keeps per camera frame (small; images are loaded on demand)."""
+
+    stamp_ns: int
+    image: MsgRef
+    K: np.ndarray
+    image_hw: tuple[int, int]
+    T_cam_grid: np.ndarray
+    T_odom_grid: np.ndarray | None
+    ground_truth: MsgRef | None
+    points: MsgRef | None
+    kitti_frame: int | None = None
+
+
+@dataclass(frozen=True, eq=False)
+class BagFrame:
+    """One camera frame of a bag.
+
+    Attributes:
+        stamp_ns: image header stamp.
+        image: (H, W, 3) uint8 RGB.
+        K: (3, 3) float64 intrinsics from CameraInfo.
+        T_cam_grid: (4, 4) float64 grid (velodyne) frame -> camera optical frame, from TF.
+        ground_truth: (256, 256, 32) uint8 train ids, 255 = invalid; None without ground truth.
+        index: KITTI frame id for bags written by ``convert-kitti`` (bag metadata), else the
+            position of the frame among all camera frames of the bag.
+    """
+
+    stamp_ns: int
+    image: np.ndarray
+    K: np.ndarray
+    T_cam_grid: np.ndarray
+    ground_truth: np.ndarray | None
+    index: int
+
+
+@dataclass(eq=False)
+class BagIndex:
+    """Camera frames of one bag, with the problems met while indexing it.
+
+    Iterating yields :class:`BagFrame` for the selected frames (all camera frames, or only
+    those with ground truth when indexed with ``require_ground_truth``).
+
+    Attributes:
+        bag: the bag folder.
+        records: every usable camera frame, in stamp order.
+        selected: positions in ``records`` that iteration yields.
+        problems: human-readable descriptions of what was skipped and why.
+    """
+
+    bag: Path
+    records: list[FrameRecord]
+    selected: list[int]
+    problems: list[str] = field(default_factory=list)
+    _reader: object = field(default=None, repr=False)
+    _reader_pid: int = field(default=-1, repr=False)
+
+    def __len__(self) -> int:
+        return len(self.selected)
+
+    def __iter__(self) -> Iterator[BagFrame]:
+        for i in self.selected:
+            yield self.load_record(i)
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_reader"], state["_reader_pid"] = None, -1  # open handles do not cross processes
+        return state
+
+    def __del__(self):
+        self.close()
+
+    def close(self) -> None:
+        if self._reader is not None and self._reader_pid == os.getpid():
+            self._reader.close()
+        self._reader = None
+
+    def _open(self):
+        if self._reader is None or self._reader_pid != os.getpid():
+            from rosbags.rosbag2 import Reader
+
+            self._reader = Reader(self.bag)
+            self._reader.open()
+            self._reader_pid = os.getpid()
+        return self._reader
+
+    def read(self, ref: MsgRef):
+        """Deserialize the message ``ref`` points at."""
+        reader = self._open()
+        conns = [c for c in reader.connections if c.topic == ref.topic]
+        msgs = reader.messages(conns, start=ref.log_time_ns, stop=ref.log_time_ns + 1)
+        for k, (conn, _, raw) in enumerate(msgs):
+            if k == ref.ordinal:
+                return typestore().deserialize_cdr(raw, conn.msgtype)
+        raise BagReadError(f"{self.bag}: message {ref} disappeared from the bag")
+
+    def load(self, i: int) -> BagFrame:
+        """The i-th selected frame."""
+        return self.load_record(self.selected[i])
+
+    def load_image(self, record_index: int) -> np.ndarray:
+        return decode_image(self.read(self.records[record_index].image))
+
+    def load_points(self, record_index: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """(P, 4) float32 scan and (P,) uint32 raw labels, or None without a point cloud."""
+        ref = self.records[record_index].points
+        return None if ref is None else decode_points(self.read(ref))
+
+    def load_ground_truth(self, record_index: int) -> np.ndarray | None:
+        ref = self.records[record_index].ground_truth
+        return None if ref is None else decode_grid(self.read(ref))
+
+    def load_record(self, record_index: int) -> BagFrame:
+        rec = self.records[record_index]
+        return BagFrame(
+            stamp_ns=rec.stamp_ns,
+            image=self.load_image(record_index),
+            K=rec.K.copy(),
+            T_cam_grid=rec.T_cam_grid.copy(),
+            ground_truth=self.load_ground_truth(record_index),
+            index=record_index if rec.kitti_frame is None else rec.kitti_frame,
+        )
+
+
+def _time_windows(reader) -> list[tuple[int | None, int | None]]:
+    """Disjoint time windows, one per MCAP chunk where the storage exposes chunks.
+
+    Reading window by window confines a corrupt chunk to its own window: the messages of every
+    other chunk still come through.
+    """
+    storages = getattr(reader.storage, "storages", [reader.storage])
+    starts = sorted(
+        {c.message_start_time for s in storages for c in (getattr(s, "chunks", None) or [])}
+    )
+    if len(starts) < 2:
+        return [(None, None)]
+    bounds = [None, *starts[1:], None]
+    return list(zip(bounds[:-1], bounds[1:]))
+
+
+def _fmt_ns(ns: int | None) -> str:
+    return "end" if ns is None else f"{ns / 1e9:.6f} s"
+
+
+def read_bag_frames(bag: Path, *, require_ground_truth: bool = False) -> BagIndex:
+    """Index the camera frames of a bag written in the project's layout.
+
+    Every message is deserialized once to find corrupt ones; only stamps, intrinsics,
+    transforms and message positions are kept. Frames need an image, a CameraInfo (same
+    stamp, or the latest before) and the static TF from the grid frame to the camera.
+
+    Args:
+        bag: rosbag2 folder (MCAP or sqlite3).
+        require_ground_truth: yield only frames that have a ground-truth grid.
+
+    Returns:
+        The index; ``problems`` lists missing topics, unsorted or duplicate stamps, ground
+        truth without an image, and corrupt messages (topic, index, stamp), all skipped.
+
+    Raises:
+        BagReadError: the bag does not exist or cannot be opened.
+    """
+    from rosbags.rosbag2 import Reader
+
+    bag = Path(bag)
+    if not bag.exists():
+        raise BagReadError(f"{bag}: bag not found")
+    store = typestore()
+    problems: list[str] = []
+    images: list[tuple[int, MsgRef, tuple[int, int]]] = []
+    infos: dict[int, tuple[np.ndarray, tuple[int, int]]] = {}
+    static: dict[str, tuple[str, np.ndarray]] = {}
+    odom: dict[int, np.ndarray] = {}
+    gts: dict[int, MsgRef] = {}
+    points: dict[int, MsgRef] = {}
+    counts: dict[str, int] = defaultdict(int)
+    try:
+        reader = Reader(bag)
+        reader.open()
+    except Exception as e:
+        raise BagReadError(f"{bag}: cannot open bag ({type(e).__name__}: {e})") from e
+    try:
+        ordinals: dict[tuple[str, int], int] = defaultdict(int)
+        for start, stop in _time_windows(reader):
+            try:
+                for conn, log_time, raw in reader.messages(start=start, stop=stop):
+                    topic = conn.topic
+                    n = counts[topic]
+                    counts[topic] += 1
+                    ref = MsgRef(topic, log_time, ordinals[(topic, log_time)])
+                    ordinals[(topic, log_time)] += 1
+                    try:
+                        msg = store.deserialize_cdr(raw, conn.msgtype)
+                        _index_message(msg, ref, images, infos, static, odom, gts, points)
+                    except Exception as e:  # any decoding failure: report and keep going
+                        problems.append(
+                            f"{bag}: {topic} message #{n} at {_fmt_ns(log_time)} skipped "
+                            f"({type(e).__name__}: {e})"
+                        )
+            except Exception as e:
+                problems.append(
+                    f"{bag}: messages from {_fmt_ns(start)} to {_fmt_ns(stop)} unreadable, skipped "
+                    f"({type(e).__name__}: {e})"
+                )
+    finally:
+        reader.close()
+    present = set(counts)
+    for topic in (topics.CAMERA_INFO, topics.TF_STATIC):
+        if topic not in present:
+            problems.append(f"{bag}: topic {topic} missing (no readable message)")
+    if topics.IMAGE not in present and topics.IMAGE_COMPRESSED not in present:
+        problems.append(f"{bag}: no image topic ({topics.IMAGE} or {topics.IMAGE_COMPRESSED})")
+    if require_ground_truth and topics.GROUND_TRUTH not in present:
+        problems.append(f"{bag}: topic {topics.GROUND_TRUTH} missing, no ground-truth frames")
+
+    kitti_frames = _kitti_frames(bag, problems)
+    records = _build_records(bag, images, infos, static, odom, gts, points, problems, kitti_frames)
+    selected = [
+        i for i, r in enumerate(records) if r.ground_truth is not None or not require_ground_truth
+    ]
+    return BagIndex(bag=bag, records=records, selected=selected, problems=problems)
+
+
+def _index_message(msg, ref, images, infos, static, odom, gts, points) -> None:
+    topic = ref.topic
+    if topic in (topics.IMAGE, topics.IMAGE_COMPRESSED):
+        if msg.__msgtype__ == "sensor_msgs/msg/Image":
+            decode_image(msg)  # validates encoding and size; cheap for raw images
+            hw = (int(msg.height), int(msg.width))
+        else:
+            hw = (-1, -1)
+        images.append((stamp_to_ns(msg.header.stamp), ref, hw))
+    elif topic == topics.CAMERA_INFO:
+        infos[stamp_to_ns(msg.header.stamp)] = (
+            decode_camera_info(msg),
+            (int(msg.height), int(msg.width)),
+        )
+    elif topic in (topics.TF_STATIC, topics.TF):
+        for tf in msg.transforms:
+            T = decode_transform(tf.transform)
+            if topic == topics.TF_STATIC:
+                static[tf.child_frame_id] = (tf.header.frame_id, T)
+            elif tf.header.frame_id == topics.ODOM_FRAME and tf.child_frame_id == topics.BASE_FRAME:
+                odom[stamp_to_ns(tf.header.stamp)] = T
+    elif topic == topics.GROUND_TRUTH:
+        decode_grid(msg)
+        if msg.header.frame_id != topics.GRID_FRAME:
+            raise ValueError(
+                f"grid frame_id {msg.header.frame_id!r}, expected {topics.GRID_FRAME!r}"
+            )
+        gts[stamp_to_ns(msg.header.stamp)] = ref
+    elif topic == topics.POINTS:
+        decode_points(msg)
+        if msg.header.frame_id != topics.GRID_FRAME:
+            raise ValueError(
+                f"cloud frame_id {msg.header.frame_id!r}, expected {topics.GRID_FRAME!r}"
+            )
+        points[stamp_to_ns(msg.header.stamp)] = ref
+
+
+def _kitti_frames(bag: Path, problems: list[str]) -> dict[int, int]:
+    """stamp -> KITTI frame id from the converter's entry in metadata.yaml; {} if absent."""
+    import json
+
+    import yaml
+
+    try:
+        meta = yaml.safe_load((bag / "metadata.yaml").read_text())
+        custom = meta["rosbag2_bagfile_information"].get("custom_data") or {}
+        if KITTI_FRAMES_KEY not in custom:
+            return {}
+        entry = json.loads(custom[KITTI_FRAMES_KEY])
+        if len(entry["frames"]) != len(entry["stamps_ns"]):
+            raise ValueError("frames and stamps_ns differ in length")
+        return {int(s): int(f) for s, f in zip(entry["stamps_ns"], entry["frames"])}
+    except (OSError, KeyError, TypeError, ValueError, yaml.YAMLError) as e:
+        problems.append(
+            f"{bag}: metadata.yaml {KITTI_FRAMES_KEY} unreadable ({e}); frame ids are positions"
+        )
+        return {}
+
+
+def _static_pose(static: dict[str, tuple[str, np.ndarray]], frame: str) -> tuple[str, np.ndarray]:
+    """Walk the static tree up from ``frame``: (root frame, T_root_frame)."""
+    T = np.eye(4)
+    seen = {frame}
+    while frame in static:
+        parent, T_parent_child = static[frame]
+        T = T_parent_child @ T
+        frame = parent
+        if frame in seen:
+            raise ValueError(f"/tf_static has a cycle through {frame!r}")
+        seen.add(frame)
+    return frame, T
+
+
+def _build_records(
+    bag, images, infos, static, odom, gts, points, problems, kitti_frames
+) -> list[FrameRecord]:
+    T_cam_grid = T_base_grid = None
+    try:
+        root_cam, T_root_cam = _static_pose(static, topics.CAMERA_FRAME)
+        root_grid, T_root_grid = _static_pose(static, topics.GRID_FRAME)
+        if root_cam != root_grid or root_cam == topics.CAMERA_FRAME:
+            raise ValueError(
+                f"no static transform links {topics.GRID_FRAME!r} and {topics.CAMERA_FRAME!r}"
+            )
+        T_cam_grid = invert_rigid(T_root_cam) @ T_root_grid
+        if root_grid == topics.BASE_FRAME:
+            T_base_grid = T_root_grid
+    except ValueError as e:
+        problems.append(f"{bag}: /tf_static: {e}; no frame can be used")
+    info_stamps = np.array(sorted(infos), dtype=np.int64)
+    records: list[FrameRecord] = []
+    image_stamps: set[int] = set()
+    last = None
+    for k, (stamp, ref, hw) in enumerate(images):
+        if last is not None and stamp <= last:
+            problems.append(
+                f"{bag}: {ref.topic} message #{k} stamp {_fmt_ns(stamp)} is not after the previous "
+                f"{_fmt_ns(last)} ({'duplicate, skipped' if stamp in image_stamps else 'unsorted'})"
+            )
+        last = stamp if last is None else max(last, stamp)
+        if stamp in image_stamps:
+            continue
+        image_stamps.add(stamp)
+        pos = np.searchsorted(info_stamps, stamp, side="right") - 1
+        if pos < 0:
+            problems.append(
+                f"{bag}: image at {_fmt_ns(stamp)} skipped, no {topics.CAMERA_INFO} at or before it"
+            )
+            continue
+        if T_cam_grid is None:
+            continue
+        K, info_hw = infos[int(info_stamps[pos])]
+        if hw != (-1, -1) and hw != info_hw:
+            problems.append(
+                f"{bag}: image at {_fmt_ns(stamp)} is {hw}, camera_info says {info_hw}; skipped"
+            )
+            continue
+        T_odom_grid = (
+            odom[stamp] @ T_base_grid if stamp in odom and T_base_grid is not None else None
+        )
+        records.append(
+            FrameRecord(
+                stamp,
+                ref,
+                K,
+                info_hw,
+                T_cam_grid,
+                T_odom_grid,
+                gts.get(stamp),
+                points.get(stamp),
+                kitti_frames.get(stamp),
+            )
+        )
+    records.sort(key=lambda r: r.stamp_ns)
+    for stamp in sorted(set(gts) - image_stamps):
+        problems.append(f"{bag}: {topics.GROUND_TRUTH} at {_fmt_ns(stamp)} has no image, skipped")
+    return records
