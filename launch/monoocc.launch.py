@@ -34,13 +34,14 @@ def generate_launch_description() -> LaunchDescription:
     params_file = LaunchConfiguration("params_file")
     use_sim_time = LaunchConfiguration("use_sim_time")
     checkpoint = LaunchConfiguration("checkpoint")
-    node_params = [params_file, {"use_sim_time": use_sim_time}]
+    node_params = [params_file, {"use_sim_time": use_sim_time, "checkpoint_path": checkpoint}]
     return LaunchDescription(
         [
             DeclareLaunchArgument(
                 "params_file", default_value=str(share / "config" / "monoocc.yaml"), description="Node parameters"
             ),
-            DeclareLaunchArgument("checkpoint", default_value="", description="Student checkpoint (.pt), required"),
+            # No default: the node cannot run without a model, so launch refuses to start without it.
+            DeclareLaunchArgument("checkpoint", description="Student checkpoint (.pt), required"),
             DeclareLaunchArgument("namespace", default_value="", description="Namespace of the node"),
             DeclareLaunchArgument("image", default_value="/camera/image_raw", description="Input image topic"),
             DeclareLaunchArgument(
@@ -53,8 +54,7 @@ def generate_launch_description() -> LaunchDescription:
                 executable="monoocc_node",
                 name="monoocc_node",
                 namespace=LaunchConfiguration("namespace"),
-                parameters=node_params
-                + [{"checkpoint_path": checkpoint}],
+                parameters=node_params,
                 remappings=[
                     ("~/input/image", LaunchConfiguration("image")),
                     ("~/input/camera_info", LaunchConfiguration("camera_info")),

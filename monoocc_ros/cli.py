@@ -13,6 +13,9 @@ import sys
 from monoocc_ros import __version__
 from monoocc_ros.data import commands as data_commands
 from monoocc_ros.data import scene
+from monoocc_ros.evaluation import commands as eval_commands
+from monoocc_ros.models import commands as model_commands
+from monoocc_ros.ros import commands as ros_commands
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,6 +27,9 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     scene.register(subparsers)
     data_commands.register(subparsers)
+    ros_commands.register(subparsers)
+    eval_commands.register(subparsers)
+    model_commands.register(subparsers)
     return parser
 
 

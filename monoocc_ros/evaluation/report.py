@@ -1,0 +1,276 @@
+"""Evaluation reports: JSON results, the MonoOcc Table I Markdown table, comparisons, bar chart.
+
+A report is a plain JSON-able dict (schema ``monoocc_ros/eval/1``) so that runs can be stored,
+diffed and compared without the code that made them. All metric values in it are fractions in
+[0, 1], as in the official ``scores.txt``; the Markdown tables show percentages like the paper.
+
+Example:
+    >>> from monoocc_ros.evaluation.report import latency_percentiles
+    >>> latency_percentiles({"total": [10.0, 20.0, 30.0]})["total"]["p50"]
+    20.0
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from monoocc_ros.labels import SEMANTIC_KITTI
+
+__all__ = [
+    "REPORT_SCHEMA",
+    "build_report",
+    "compare_table",
+    "latency_percentiles",
+    "load_report",
+    "markdown_table",
+    "plot_class_iou",
+    "write_json",
+    "write_report",
+]
+
+REPORT_SCHEMA = "monoocc_ros/eval/1"
+PERCENTILES = (50, 90, 99)
+
+
+def _finite_or_none(x: float) -> float | None:
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+def latency_percentiles(samples: Mapping[str, Sequence[float]]) -> dict[str, dict[str, float]]:
+    """Per-stage latency summary.
+
+    Args:
+        samples: stage name -> latencies in milliseconds, one per frame.
+
+    Returns:
+        stage -> {"p50", "p90", "p99", "mean", "max", "count"}; stages without samples are left out.
+    """
+    out: dict[str, dict[str, float]] = {}
+    for stage, values in samples.items():
+        arr = np.asarray(values, dtype=np.float64)
+        if arr.size == 0:
+            continue
+        summary = {f"p{p}": float(np.percentile(arr, p)) for p in PERCENTILES}
+        summary.update(mean=float(arr.mean()), max=float(arr.max()), count=int(arr.size))
+        out[stage] = summary
+    return out
+
+
+def build_report(
+    scores: Any,
+    confusion: np.ndarray,
+    *,
+    mode: str,
+    frames: Mapping[str, int],
+    latency_ms: Mapping[str, Sequence[float]],
+    device: str | None,
+    precision: str | None,
+    checkpoint: Mapping[str, Any],
+    bag: str,
+    problems: Sequence[str] = (),
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Assemble the JSON report of one evaluation run.
+
+    Args:
+        scores: ``SSCScores`` from :meth:`monoocc_ros.metrics.SSCMetrics.compute` (``iou`` (20,),
+            ``miou``, ``completion_iou``, ``precision``, ``recall``).
+        confusion: (20, 20) int64 ``C[pred, gt]`` the scores came from, kept so runs can be merged.
+        mode: "offline" or "live".
+        frames: frame counts, at least ``evaluated``.
+        latency_ms: stage -> per-frame latencies in ms (summarised to percentiles).
+        device, precision: where and how the predictor ran (None in live mode: the node's).
+        checkpoint: at least ``path`` and ``sha256``.
+        bag: the evaluated bag.
+        problems: human-readable problems found in the bag or during the run.
+        extra: mode-specific fields (live: achieved rate, drops...).
+    """
+    iou = np.asarray(scores.iou, dtype=np.float64)
+    names = SEMANTIC_KITTI.names
+    if iou.shape != (len(names),):
+        raise ValueError(f"scores.iou must have {len(names)} entries, got shape {iou.shape}")
+    report: dict[str, Any] = {
+        "schema": REPORT_SCHEMA,
+        "mode": mode,
+        "bag": str(bag),
+        "checkpoint": dict(checkpoint),
+        "device": device,
+        "precision": precision,
+        "frames": {k: int(v) for k, v in frames.items()},
+        "metrics": {
+            "completion_iou": _finite_or_none(scores.completion_iou),
+            "precision": _finite_or_none(scores.precision),
+            "recall": _finite_or_none(scores.recall),
+            "miou": _finite_or_none(scores.miou),
+            "iou": {names[c]: _finite_or_none(iou[c]) for c in range(len(names))},
+        },
+        "confusion": np.asarray(confusion, dtype=np.int64).tolist(),
+        "latency_ms": latency_percentiles(latency_ms),
+        "problems": list(problems),
+    }
+    if extra:
+        report.update(extra)
+    return report
+
+
+def load_report(path: Path) -> dict[str, Any]:
+    """Read a report written by :func:`write_report`.
+
+    Raises:
+        ValueError: the file is not JSON or not an evaluation report of this schema.
+    """
+    path = Path(path)
+    try:
+        report = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ValueError(f"{path}: report file not found") from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not a JSON file ({e})") from None
+    if not isinstance(report, dict) or report.get("schema") != REPORT_SCHEMA:
+        found = report.get("schema") if isinstance(report, dict) else type(report).__name__
+        raise ValueError(f"{path}: not an evaluation report (schema {found!r}, expected {REPORT_SCHEMA!r})")
+    return report
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{100.0 * x:.2f}"
+
+
+def _table_columns() -> list[tuple[str, str | None]]:
+    """(header, class name or None for IoU/mIoU) in the paper's Table I order."""
+    return [("IoU", None), ("mIoU", None)] + [
+        (SEMANTIC_KITTI.names[c], SEMANTIC_KITTI.names[c]) for c in SEMANTIC_KITTI.paper_table_order
+    ]
+
+
+def _table_row(report: Mapping[str, Any]) -> list[str]:
+    m = report["metrics"]
+    cells = [_pct(m["completion_iou"]), _pct(m["miou"])]
+    cells += [_pct(m["iou"][SEMANTIC_KITTI.names[c]]) for c in SEMANTIC_KITTI.paper_table_order]
+    return cells
+
+
+def markdown_table(runs: Sequence[tuple[str, Mapping[str, Any]]]) -> str:
+    """Markdown table in the layout of the MonoOcc paper's Table I (values in %).
+
+    Columns: Method, IoU (completion), mIoU, then the 19 classes in the paper's order
+    (road, sidewalk, parking, ... traffic-sign).
+
+    Args:
+        runs: (row name, report) pairs, one row each.
+    """
+    headers = ["Method"] + [h for h, _ in _table_columns()]
+    lines = [
+        "| " + " | ".join(headers) + " |",
+        "|" + "|".join([":---"] + ["---:"] * (len(headers) - 1)) + "|",
+    ]
+    for name, report in runs:
+        lines.append("| " + " | ".join([name] + _table_row(report)) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def compare_table(
+    a: Mapping[str, Any], b: Mapping[str, Any], names: tuple[str, str] = ("A", "B")
+) -> str:
+    """Side-by-side Markdown table of two runs: one row per metric, values in %, and B - A.
+
+    Rows: IoU, mIoU, precision, recall, the 19 classes in Table I order, then frame counts and
+    the p50 / p90 / p99 total latency when both runs have them.
+    """
+    ma, mb = a["metrics"], b["metrics"]
+    rows: list[tuple[str, float | None, float | None]] = [
+        ("IoU", ma["completion_iou"], mb["completion_iou"]),
+        ("mIoU", ma["miou"], mb["miou"]),
+        ("precision", ma["precision"], mb["precision"]),
+        ("recall", ma["recall"], mb["recall"]),
+    ]
+    for c in SEMANTIC_KITTI.paper_table_order:
+        n = SEMANTIC_KITTI.names[c]
+        rows.append((n, ma["iou"].get(n), mb["iou"].get(n)))
+    lines = [
+        f"| metric (%) | {names[0]} | {names[1]} | {names[1]} - {names[0]} |",
+        "|:---|---:|---:|---:|",
+    ]
+    for label, va, vb in rows:
+        delta = "n/a" if va is None or vb is None else f"{100.0 * (vb - va):+.2f}"
+        lines.append(f"| {label} | {_pct(va)} | {_pct(vb)} | {delta} |")
+    fa, fb = a.get("frames", {}), b.get("frames", {})
+    if "evaluated" in fa and "evaluated" in fb:
+        diff = fb["evaluated"] - fa["evaluated"]
+        lines.append(f"| frames evaluated | {fa['evaluated']} | {fb['evaluated']} | {diff:+d} |")
+    la, lb = a.get("latency_ms", {}).get("total"), b.get("latency_ms", {}).get("total")
+    if la and lb:
+        for p in PERCENTILES:
+            k = f"p{p}"
+            lines.append(
+                f"| total latency {k} (ms) | {la[k]:.1f} | {lb[k]:.1f} | {lb[k] - la[k]:+.1f} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def plot_class_iou(report: Mapping[str, Any], path: Path, *, title: str | None = None) -> Path:
+    """Bar chart of per-class IoU (classes in Table I order, bars in class colours) as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    order = SEMANTIC_KITTI.paper_table_order
+    names = [SEMANTIC_KITTI.names[c] for c in order]
+    values = [100.0 * (report["metrics"]["iou"][n] or 0.0) for n in names]
+    colours = SEMANTIC_KITTI.colors_rgb[list(order)] / 255.0
+    fig = Figure(figsize=(10, 4.5), dpi=100)
+    ax = fig.add_subplot()
+    bars = ax.bar(range(len(names)), values, color=colours, edgecolor="black", linewidth=0.5)
+    ax.bar_label(bars, fmt="%.1f", fontsize=7)
+    ax.set_xticks(range(len(names)), names, rotation=60, ha="right")
+    ax.set_ylabel("IoU (%)")
+    ax.set_ylim(0, 100)
+    miou = report["metrics"]["miou"]
+    ax.axhline(100.0 * (miou or 0.0), color="black", linestyle="--", linewidth=1)
+    ax.set_title(title or f"per-class IoU, mIoU {_pct(miou)} %, IoU {_pct(report['metrics']['completion_iou'])} %")
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path)
+    return path
+
+
+def write_json(path: Path, data: Mapping[str, Any]) -> Path:
+    """Write JSON atomically (temp file in the same folder, then ``os.replace``)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=2, allow_nan=False)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_report(out_dir: Path, report: Mapping[str, Any], *, name: str = "MonoOcc (ours)") -> dict[str, Path]:
+    """Write ``metrics.json``, ``table.md`` and ``class_iou.png`` into ``out_dir``.
+
+    Returns:
+        artifact name -> path.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {"json": write_json(out_dir / "metrics.json", report)}
+    table = out_dir / "table.md"
+    table.write_text(markdown_table([(name, report)]), encoding="utf-8")
+    paths["table"] = table
+    paths["bar_chart"] = plot_class_iou(report, out_dir / "class_iou.png")
+    return paths

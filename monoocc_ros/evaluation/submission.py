@@ -1,0 +1,123 @@
+"""Export predictions in the SemanticKITTI benchmark layout and check them like the validator.
+
+The official ``semantic-kitti-api`` (``evaluate_completion.py``, ``validate_submission.py
+--task completion``) reads ``<root>/sequences/SS/predictions/XXXXXX.label``: one file per
+ground-truth frame, 256*256*32 = 2,097,152 little-endian uint16 *raw* SemanticKITTI ids in the
+flat order (x * 256 + y) * 32 + z. Train ids go back to raw ids through ``learning_map_inv``.
+
+Example:
+    >>> import numpy as np, tempfile
+    >>> from pathlib import Path
+    >>> from monoocc_ros.evaluation.submission import write_prediction
+    >>> root = Path(tempfile.mkdtemp())
+    >>> p = write_prediction(root, "08", 5, np.zeros((256, 256, 32), np.uint8))
+    >>> p.relative_to(root).as_posix(), p.stat().st_size
+    ('sequences/08/predictions/000005.label', 4194304)
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+import numpy as np
+
+from monoocc_ros.grid import KITTI_GRID
+from monoocc_ros.labels import SEMANTIC_KITTI
+
+__all__ = ["PREDICTION_DTYPE", "prediction_path", "read_prediction", "validate_submission", "write_prediction"]
+
+PREDICTION_DTYPE = np.dtype("<u2")
+
+
+def _check_sequence(sequence: str) -> str:
+    if not (isinstance(sequence, str) and len(sequence) == 2 and sequence.isdigit()):
+        raise ValueError(f"sequence must be two digits like '08', got {sequence!r}")
+    return sequence
+
+
+def prediction_path(root: Path, sequence: str, frame: int) -> Path:
+    """``root/sequences/SS/predictions/XXXXXX.label`` of a KITTI frame index."""
+    if not 0 <= int(frame) <= 999_999:
+        raise ValueError(f"frame index must be in 0..999999, got {frame}")
+    return Path(root) / "sequences" / _check_sequence(sequence) / "predictions" / f"{int(frame):06d}.label"
+
+
+def write_prediction(root: Path, sequence: str, frame: int, labels: np.ndarray) -> Path:
+    """Write one predicted grid as raw uint16 ids, atomically.
+
+    Args:
+        root: submission root (the folder holding ``sequences/``).
+        sequence: two-digit sequence, e.g. "08".
+        frame: KITTI frame index (from ``BagFrame.index``).
+        labels: (256, 256, 32) uint8 train ids 0..19.
+
+    Raises:
+        ValueError: wrong shape or ids that are not classes (the official evaluation would
+            crash on them or silently score them as empty).
+    """
+    labels = np.asarray(labels)
+    if labels.shape != KITTI_GRID.size:
+        raise ValueError(f"prediction for frame {frame} must have shape {KITTI_GRID.size}, got {labels.shape}")
+    if labels.size and (labels.min() < 0 or labels.max() >= SEMANTIC_KITTI.num_classes):
+        raise ValueError(
+            f"prediction for frame {frame} holds ids outside 0..{SEMANTIC_KITTI.num_classes - 1}: "
+            f"{np.unique(labels[(labels < 0) | (labels >= SEMANTIC_KITTI.num_classes)])[:10].tolist()}"
+        )
+    path = prediction_path(root, sequence, frame)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    raw = SEMANTIC_KITTI.to_raw(labels.astype(np.uint8)).astype(PREDICTION_DTYPE).ravel()
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(raw.tobytes())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_prediction(path: Path) -> np.ndarray:
+    """(256, 256, 32) uint16 raw ids of one prediction file."""
+    path = Path(path)
+    data = np.fromfile(path, dtype=PREDICTION_DTYPE)
+    if data.size != KITTI_GRID.num_voxels:
+        raise ValueError(f"{path}: {data.size} uint16 values, expected {KITTI_GRID.num_voxels}")
+    return data.reshape(KITTI_GRID.size)
+
+
+def validate_submission(root: Path, expected: Mapping[str, Iterable[int]]) -> list[str]:
+    """Check a submission folder the way ``validate_submission.py --task completion`` does.
+
+    Args:
+        root: submission root.
+        expected: sequence -> KITTI frame indices that need a prediction.
+
+    Returns:
+        Human-readable problems (missing files, extra files, wrong sizes, unknown raw ids);
+        empty when the submission is valid.
+    """
+    root = Path(root)
+    problems: list[str] = []
+    size = KITTI_GRID.num_voxels * PREDICTION_DTYPE.itemsize
+    valid_raw = set(SEMANTIC_KITTI.learning_map_inv.values())
+    for sequence, frames in expected.items():
+        want = {prediction_path(root, sequence, f).name for f in frames}
+        folder = root / "sequences" / _check_sequence(sequence) / "predictions"
+        have = {p.name for p in folder.glob("*")} if folder.is_dir() else set()
+        for name in sorted(want - have):
+            problems.append(f"sequence {sequence}: missing prediction {folder / name}")
+        for name in sorted(have - want):
+            problems.append(f"sequence {sequence}: unexpected file {folder / name}")
+        for name in sorted(want & have):
+            path = folder / name
+            if path.stat().st_size != size:
+                problems.append(f"{path}: {path.stat().st_size} bytes, expected {size}")
+                continue
+            unknown = set(np.unique(np.fromfile(path, dtype=PREDICTION_DTYPE)).tolist()) - valid_raw
+            if unknown:
+                problems.append(f"{path}: raw ids {sorted(unknown)[:10]} are not in learning_map_inv")
+    return problems

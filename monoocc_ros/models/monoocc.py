@@ -1,0 +1,146 @@
+"""The MonoOcc-S student network: image -> 256x256x32 semantic occupancy logits.
+
+Pieces: ResNet trunk (to layer3) -> single-level FPN -> [monocular proposals] -> OccupancyBlock
+(DCA + mask token + DSA + ICA) -> OccupancyHead; a 2D semantic decoder for training.
+
+Example:
+    >>> model = MonoOccStudent(get_model_config("tiny")).eval()
+    >>> out = model(torch.rand(1, 3, 96, 320), K, T_cam_grid)
+    >>> out["ssc_logits"].shape
+    torch.Size([1, 20, 256, 256, 32])
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from monoocc_ros.models.config import ModelConfig
+from monoocc_ros.models.fpn import FPN
+from monoocc_ros.models.heads import OccupancyHead, SemDecoder
+from monoocc_ros.models.proposals import MonocularProposals
+from monoocc_ros.models.trunk import FrozenBatchNorm2d, ResNet
+from monoocc_ros.models.voxel_transformer import OccupancyBlock, stage_timer
+
+__all__ = ["MonoOccStudent", "lidar2img_from", "count_parameters", "IMAGENET_MEAN", "IMAGENET_STD"]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def lidar2img_from(K: Tensor, T_cam_grid: Tensor) -> Tensor:
+    """(..., 3, 3) intrinsics and (..., 4, 4) grid->camera -> (..., 4, 4) K4 @ T_cam_grid."""
+    K4 = torch.zeros(*K.shape[:-2], 4, 4, dtype=T_cam_grid.dtype, device=K.device)
+    K4[..., :3, :3] = K.to(T_cam_grid.dtype)
+    K4[..., 3, 3] = 1
+    return K4 @ T_cam_grid
+
+
+def count_parameters(module: nn.Module) -> int:
+    """Parameters plus the affine terms of frozen BatchNorms (buffers, but weights of the model)."""
+    n = sum(p.numel() for p in module.parameters())
+    for m in module.modules():
+        if isinstance(m, FrozenBatchNorm2d):
+            n += m.weight.numel() + m.bias.numel()
+    return n
+
+
+class MonoOccStudent(nn.Module):
+    """MonoOcc student. See :meth:`forward` for inputs and outputs."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        c = cfg.voxel.embed_dim
+        self.backbone = ResNet(cfg.trunk.blocks[: cfg.trunk.num_stages], cfg.trunk.base_width, cfg.trunk.frozen_stages)
+        self.neck = FPN(self.backbone.out_channels, cfg.neck.out_channels)
+        self.proposals = MonocularProposals(c, cfg.proposal) if cfg.proposal.mode == "monocular" else None
+        self.occupancy = OccupancyBlock(cfg.voxel)
+        self.head = OccupancyHead(c, cfg.head.num_classes, cfg.head.chunk_x)
+        self.sem_decoder = SemDecoder(c, cfg.head.num_classes) if cfg.sem_decoder.enabled else None
+        self.register_buffer("pixel_mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("pixel_std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+    def image_features(self, image: Tensor) -> Tensor:
+        """(B, 3, H, W) RGB in [0, 1] -> (B, C, H/16, W/16) FPN features (ImageNet-normalised inside)."""
+        return self.neck(self.backbone((image - self.pixel_mean) / self.pixel_std))
+
+    def encode(
+        self,
+        image: Tensor,
+        K: Tensor,
+        T_cam_grid: Tensor,
+        proposals: Tensor | None = None,
+        timings: dict[str, float] | None = None,
+    ) -> dict[str, Tensor]:
+        """Everything up to the voxel features (no occupancy head); see :meth:`forward`."""
+        if image.dim() != 4 or image.shape[1] != 3:
+            raise ValueError(f"image must be (B, 3, H, W), got {tuple(image.shape)}")
+        B, _, H, W = image.shape
+        dev = image.device
+        out: dict[str, Tensor] = {}
+        with stage_timer(timings, "backbone_neck", dev):
+            feats = self.image_features(image)
+        lidar2img = lidar2img_from(K.to(torch.float32), T_cam_grid.to(torch.float32))
+        mode = self.cfg.proposal.mode
+        with stage_timer(timings, "proposals", dev):
+            if mode == "monocular":
+                out.update(self.proposals(feats, lidar2img, (H, W)))
+                proposals = out["proposal_logits"].argmax(1).to(torch.bool)
+            elif mode == "all":
+                proposals = None
+            elif proposals is None:
+                raise ValueError('proposal mode "external" needs proposals (B, 128, 128, 16) bool')
+        if proposals is not None and tuple(proposals.shape) != (B, *self.occupancy.grid_size):
+            raise ValueError(f"proposals must be (B, 128, 128, 16) bool, got {tuple(proposals.shape)}")
+        out["voxel_features"] = self.occupancy(
+            feats[:, None],
+            lidar2img[:, None],
+            (H, W),
+            proposals,
+            min_queries=self.cfg.proposal.min_queries,
+            timings=timings,
+        )
+        if self.sem_decoder is not None and self.training:
+            out["sem2d_logits"] = self.sem_decoder(feats)
+        return out
+
+    def forward(
+        self, image: Tensor, K: Tensor, T_cam_grid: Tensor, proposals: Tensor | None = None
+    ) -> dict[str, Tensor]:
+        """
+        Args:
+            image: (B, 3, H, W) float RGB in [0, 1].
+            K: (B, 3, 3) intrinsics of that image.
+            T_cam_grid: (B, 4, 4) grid (velodyne) frame -> camera optical frame.
+            proposals: (B, 128, 128, 16) bool, required in proposal mode "external", else ignored.
+
+        Returns:
+            "voxel_features" (B, C, 128, 128, 16) ICA output (distillation target);
+            "ssc_logits" (B, 20, 256, 256, 32);
+            in training with the 2D decoder: "sem2d_logits" (B, 20, 4*Hf, 4*Wf), Hf = ceil(H/16);
+            in monocular proposal mode: "depth_logits" (B, D, Hf, Wf), "depth" (B, 1, Hf, Wf) metres,
+            "proposal_logits" (B, 2, 128, 128, 16).
+        """
+        out = self.encode(image, K, T_cam_grid, proposals)
+        out["ssc_logits"] = self.head(out["voxel_features"])
+        return out
+
+    @torch.no_grad()
+    def predict(
+        self,
+        image: Tensor,
+        K: Tensor,
+        T_cam_grid: Tensor,
+        proposals: Tensor | None = None,
+        with_confidence: bool = False,
+        timings: dict[str, float] | None = None,
+    ) -> tuple[Tensor, Tensor | None]:
+        """Inference path with the chunked argmax head.
+
+        Returns:
+            labels (B, 256, 256, 32) uint8 and confidence (same shape, uint8) or None.
+        """
+        out = self.encode(image, K, T_cam_grid, proposals, timings)
+        with stage_timer(timings, "head", image.device):
+            return self.head.predict(out["voxel_features"], with_confidence)

@@ -1,0 +1,234 @@
+"""Voxel query proposals: a monocular stage (depth head -> lift -> LMSCNet-style network) and a
+reader for VoxFormer ``.query`` files (externally computed proposals, official protocol).
+
+The official pipeline computes proposals offline from 10-frame stereo depth (spec §1.4). Here a
+depth head on the stride-16 image features predicts a distribution over depth bins; every
+256x256x32 voxel takes the probability of its depth bin at the pixel it projects to (a soft
+occupancy), and an LMSCNet-style 2D network with height as channels turns that into 2-class
+logits at 128x128x16.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from monoocc_ros.grid import KITTI_GRID, KITTI_GRID_HALF
+from monoocc_ros.models.config import ProposalConfig
+
+__all__ = ["depth_bin_edges", "DepthHead", "depth_lift_index", "lift_depth_to_occupancy", "QueryProposalNet", "SegmentationHead3d", "MonocularProposals", "read_query_file"]
+
+
+def read_query_file(path: Path) -> np.ndarray:
+    """Read a VoxFormer ``.query`` proposal file.
+
+    Bit-unpacked (MSB first, as numpy.unpackbits) to 262144 values in (x, y, z) order.
+
+    Returns:
+        (128, 128, 16) bool.
+
+    Raises:
+        FileNotFoundError / ValueError naming the file when it is missing or has the wrong size.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"query proposal file not found: {path}")
+    raw = np.fromfile(path, dtype=np.uint8)
+    n = KITTI_GRID_HALF.num_voxels
+    if raw.size != n // 8:
+        raise ValueError(f"{path}: expected {n // 8} bytes (a bit-packed 128x128x16 grid), got {raw.size}")
+    return np.unpackbits(raw).reshape(KITTI_GRID_HALF.size).astype(bool)
+
+
+def depth_bin_edges(depth_min_m: float, depth_max_m: float, bins: int) -> Tensor:
+    """(bins + 1,) uniform depth-bin edges in metres."""
+    return torch.linspace(depth_min_m, depth_max_m, bins + 1)
+
+
+class DepthHead(nn.Module):
+    """Conv3x3 -> ReLU -> Conv1x1 to D depth-bin logits.
+
+    Shapes:
+        (B, C, Hf, Wf) -> (B, D, Hf, Wf)
+    """
+
+    def __init__(self, channels: int, bins: int):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+        self.classifier = nn.Conv2d(channels, bins, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.classifier(F.relu(self.conv(x)))
+
+
+def depth_lift_index(
+    centres: Tensor, lidar2img: Tensor, image_hw: tuple[int, int], feature_hw: tuple[int, int], bin_edges: Tensor
+) -> tuple[Tensor, Tensor]:
+    """Where each voxel reads its depth probability: the geometry half of :func:`lift_depth_to_occupancy`.
+
+    Depends only on calibration and image size, so inference can compute it once per camera.
+
+    Args:
+        centres: (Q, 3) voxel centres (grid frame, metres).
+        lidar2img: (B, 4, 4).
+        image_hw: (H, W) of the input image.
+        feature_hw: (Hf, Wf) of the depth probability map.
+        bin_edges: (D + 1,) increasing depths in metres.
+
+    Returns:
+        flat (B, Q) int64 index into the flattened (D, Hf, Wf) map; valid (B, Q) bool.
+    """
+    D = bin_edges.numel() - 1
+    hf, wf = feature_hw
+    h, w = image_hw
+    pts = torch.cat([centres, centres.new_ones(centres.shape[0], 1)], 1)
+    cam = torch.einsum("bij,qj->bqi", lidar2img.to(centres.dtype), pts)
+    depth = cam[..., 2]
+    uv = cam[..., :2] / depth.clamp(min=1e-5)[..., None]
+    col = (uv[..., 0] / w * wf).floor().long()
+    row = (uv[..., 1] / h * hf).floor().long()
+    bins = torch.bucketize(depth.contiguous(), bin_edges) - 1
+    valid = (depth > 1e-5) & (col >= 0) & (col < wf) & (row >= 0) & (row < hf) & (bins >= 0) & (bins < D)
+    flat = (bins.clamp(0, D - 1) * hf + row.clamp(0, hf - 1)) * wf + col.clamp(0, wf - 1)
+    return flat, valid
+
+
+def lift_depth_to_occupancy(
+    depth_prob: Tensor, centres: Tensor, lidar2img: Tensor, image_hw: tuple[int, int], bin_edges: Tensor
+) -> Tensor:
+    """Soft occupancy of each voxel: the probability of its depth bin at the pixel it projects to.
+
+    Args:
+        depth_prob: (B, D, Hf, Wf) softmax over depth bins.
+        centres: (Q, 3) voxel centres (grid frame, metres).
+        lidar2img: (B, 4, 4).
+        image_hw: (H, W) of the input image.
+        bin_edges: (D + 1,) increasing depths in metres.
+
+    Returns:
+        (B, Q) probabilities, 0 outside the image or the depth range.
+    """
+    flat, valid = depth_lift_index(centres, lidar2img, image_hw, tuple(depth_prob.shape[2:]), bin_edges)
+    occ = torch.gather(depth_prob.flatten(1), 1, flat)
+    return occ * valid.to(occ.dtype)
+
+
+def _conv_relu(cin: int, cout: int, pool: bool) -> nn.Sequential:
+    """[MaxPool2d(2)] -> Conv3x3 -> ReLU -> Conv3x3 -> ReLU (an LMSCNet encoder block)."""
+    layers: list[nn.Module] = [nn.MaxPool2d(2)] if pool else []
+    layers += [nn.Conv2d(cin, cout, 3, padding=1), nn.ReLU(), nn.Conv2d(cout, cout, 3, padding=1), nn.ReLU()]
+    return nn.Sequential(*layers)
+
+
+class SegmentationHead3d(nn.Module):
+    """LMSCNet 3D segmentation head: Conv3d(1 -> P) -> ReLU -> ASPP (dilated conv-BN-ReLU-conv-BN
+    branches, summed, plus residual) -> ReLU -> Conv3d(P -> classes).
+
+    Shapes:
+        (B, Z, X, Y) -> (B, classes, Z, X, Y)
+    """
+
+    def __init__(self, planes: int, num_classes: int, dilations: tuple[int, ...]):
+        super().__init__()
+        self.conv0 = nn.Conv3d(1, planes, 3, padding=1)
+        self.conv1 = nn.ModuleList(nn.Conv3d(planes, planes, 3, padding=d, dilation=d, bias=False) for d in dilations)
+        self.bn1 = nn.ModuleList(nn.BatchNorm3d(planes) for _ in dilations)
+        self.conv2 = nn.ModuleList(nn.Conv3d(planes, planes, 3, padding=d, dilation=d, bias=False) for d in dilations)
+        self.bn2 = nn.ModuleList(nn.BatchNorm3d(planes) for _ in dilations)
+        self.conv_classes = nn.Conv3d(planes, num_classes, 3, padding=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = F.relu(self.conv0(x[:, None]))
+        y = sum(
+            bn2(conv2(F.relu(bn1(conv1(x))))) for conv1, bn1, conv2, bn2 in zip(self.conv1, self.bn1, self.conv2, self.bn2)
+        )
+        return self.conv_classes(F.relu(y + x))
+
+
+class QueryProposalNet(nn.Module):
+    """VoxFormer's query proposal network (LMSCNet_SS, output scale 1/2, spec §1.4).
+
+    The 32 height cells of the 256x256x32 occupancy are the channels of a 2D encoder
+    (widths w0..w3 at 1/1..1/8); the 1/8 and 1/4 side outputs are upsampled and merged into the
+    1/2 scale, whose 16 channels become the 16 height cells of the 128x128x16 output; a 3D ASPP head
+    gives 2-class logits. With the default widths the layers match LMSCNet_SS one to one.
+
+    Shapes:
+        occupancy (B, 256, 256, 32) in [0, 1] -> logits (B, 2, 128, 128, 16)
+    """
+
+    def __init__(
+        self,
+        widths: tuple[int, int, int, int],
+        side_widths: tuple[int, int],
+        head_planes: int,
+        head_dilations: tuple[int, ...],
+        height: int = 32,
+    ):
+        super().__init__()
+        w0, w1, w2, w3 = widths
+        s8, s4 = side_widths
+        half = height // 2
+        self.encoder1 = _conv_relu(height, w0, pool=False)
+        self.encoder2 = _conv_relu(w0, w1, pool=True)
+        self.encoder3 = _conv_relu(w1, w2, pool=True)
+        self.encoder4 = _conv_relu(w2, w3, pool=True)
+        self.out_1_8 = nn.Conv2d(w3, s8, 3, padding=1)
+        self.up_1_8_to_1_2 = nn.ConvTranspose2d(s8, s8, 4, stride=4)
+        self.up_1_8 = nn.ConvTranspose2d(s8, s8, 6, stride=2, padding=2)
+        self.conv_1_4 = nn.Conv2d(w2 + s8, w2, 3, padding=1)
+        self.out_1_4 = nn.Conv2d(w2, s4, 3, padding=1)
+        self.up_1_4 = nn.ConvTranspose2d(s4, s4, 6, stride=2, padding=2)
+        self.conv_1_2 = nn.Conv2d(w1 + s4 + s8, w1, 3, padding=1)
+        self.out_1_2 = nn.Conv2d(w1, half, 3, padding=1)
+        self.seg_head = SegmentationHead3d(head_planes, 2, head_dilations)
+
+    def forward(self, occupancy: Tensor) -> Tensor:
+        # (B, X, Y, Z) -> (B, Z, X, Y): height cells become channels
+        x = occupancy.permute(0, 3, 1, 2)
+        skip_1_2 = self.encoder2(self.encoder1(x))
+        skip_1_4 = self.encoder3(skip_1_2)
+        out_1_8 = self.out_1_8(self.encoder4(skip_1_4))
+        out = F.relu(self.conv_1_4(torch.cat([self.up_1_8(out_1_8), skip_1_4], 1)))
+        out_1_4 = self.out_1_4(out)
+        out = torch.cat([self.up_1_4(out_1_4), skip_1_2, self.up_1_8_to_1_2(out_1_8)], 1)
+        out_1_2 = self.out_1_2(F.relu(self.conv_1_2(out)))
+        # (B, 2, Z/2, X/2, Y/2) -> (B, 2, X/2, Y/2, Z/2)
+        return self.seg_head(out_1_2).permute(0, 1, 3, 4, 2)
+
+
+class MonocularProposals(nn.Module):
+    """Depth head + soft lift + proposal network (proposal mode "monocular")."""
+
+    def __init__(self, channels: int, cfg: ProposalConfig):
+        super().__init__()
+        self.depth_head = DepthHead(channels, cfg.depth_bins)
+        self.qpn = QueryProposalNet(
+            cfg.qpn_widths, cfg.qpn_side_widths, cfg.qpn_head_planes, cfg.qpn_head_dilations, KITTI_GRID.size[2]
+        )
+        edges = depth_bin_edges(cfg.depth_min_m, cfg.depth_max_m, cfg.depth_bins)
+        self.register_buffer("bin_edges", edges, persistent=False)
+        self.register_buffer("bin_centres", 0.5 * (edges[1:] + edges[:-1]), persistent=False)
+        self.register_buffer(
+            "centres", torch.from_numpy(KITTI_GRID.centres()).to(torch.float32), persistent=False
+        )
+
+    def forward(self, features: Tensor, lidar2img: Tensor, image_hw: tuple[int, int]) -> dict[str, Tensor]:
+        """
+        Args:
+            features: (B, C, Hf, Wf). lidar2img: (B, 4, 4). image_hw: (H, W).
+
+        Returns:
+            "depth_logits" (B, D, Hf, Wf), "depth" (B, 1, Hf, Wf) expected depth in metres,
+            "proposal_logits" (B, 2, 128, 128, 16).
+        """
+        logits = self.depth_head(features)
+        prob = logits.softmax(1)
+        depth = (prob * self.bin_centres.view(1, -1, 1, 1)).sum(1, keepdim=True)
+        occ = lift_depth_to_occupancy(prob, self.centres, lidar2img, image_hw, self.bin_edges)
+        occ = occ.view(-1, *KITTI_GRID.size)
+        return {"depth_logits": logits, "depth": depth, "proposal_logits": self.qpn(occ)}

@@ -1,0 +1,5 @@
+"""ROS 2 side of monoocc_ros: the node, message conversions and the rclpy bag replay.
+
+The only package that imports rclpy; everything it does beyond wiring lives in the ROS-free
+core (predictor, grid, labels, camera).
+"""

@@ -1,0 +1,415 @@
+"""The MonoOcc ROS 2 node: camera image + CameraInfo + TF in, semantic occupancy out.
+
+A thin lifecycle shell over :class:`monoocc_ros.predictor.Predictor`:
+
+- configure: read and check parameters, load the checkpoint, warm up;
+- activate: publishers, subscriptions and the inference thread;
+- deactivate: stop them and free device memory; cleanup: drop the model.
+
+A light image callback keeps only the newest frame (latest frame wins, replaced frames are
+counted as dropped); one inference thread takes it, so TF, parameter, lifecycle and
+diagnostics callbacks keep running on the multi-threaded executor. Run with
+``ros2 run monoocc_ros monoocc_node --ros-args --params-file config/monoocc.yaml -p checkpoint_path:=...``
+or ``python -m monoocc_ros.ros.node`` where ``ros2`` is not installed.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.clock import Clock, ClockType
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
+from std_msgs.msg import Float64, Header
+from visualization_msgs.msg import MarkerArray
+
+from monoocc_ros.grid import KITTI_GRID
+from monoocc_ros.labels import SEMANTIC_KITTI
+from monoocc_ros.msg import SemanticOccupancyGrid
+from monoocc_ros.ros.cdr import serialize_marker_array
+from monoocc_ros.ros.conversions import (
+    CameraInfoError,
+    CameraInfoSizeError,
+    camera_info_to_K,
+    class_cubes,
+    cloud_to_msg,
+    grid_to_msg,
+    occupied_voxels,
+    stamp_to_ns,
+)
+from monoocc_ros.ros.diagnostics import NodeStats, diagnostic_status
+from monoocc_ros.ros.image import ImageDecodeError, cv_bridge_available, image_msg_to_rgb
+from monoocc_ros.ros.params import NodeParams, ParameterError, declare_parameters, on_set_parameters, read_parameters
+from monoocc_ros.ros.tf import StaticTransformSource, TransformSource, make_transform_source
+
+__all__ = ["MonoOccNode", "ModelLoadError", "load_predictor", "main"]
+
+NODE_NAME = "monoocc_node"
+WARN_PERIOD_S = 5.0
+
+# Depth 1 both ways: only the newest input matters, and outputs are large (a grid is 2 MB).
+_RELIABLE = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
+_SENSOR_DATA = QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT, history=HistoryPolicy.KEEP_LAST)
+
+
+class ModelLoadError(RuntimeError):
+    """The checkpoint cannot be used; the text names the file and the reason."""
+
+
+def load_predictor(params: NodeParams):
+    """Build the Predictor from ``params.checkpoint_path``, checking its config name."""
+    from monoocc_ros.models.checkpoint import build_model_from_checkpoint, load_checkpoint
+    from monoocc_ros.predictor import Predictor
+
+    try:
+        ckpt = load_checkpoint(params.checkpoint_path)
+        found = ckpt.get("config_name")
+        if params.config_name and found != params.config_name:
+            raise ModelLoadError(
+                f"checkpoint_path '{params.checkpoint_path}' holds model config '{found}', "
+                f"but parameter config_name is '{params.config_name}'"
+            )
+        model, _ = build_model_from_checkpoint(ckpt)
+        return Predictor(
+            model, device=params.device, precision=params.precision, confidence=params.publish_confidence
+        )
+    except (OSError, ValueError, KeyError) as err:
+        raise ModelLoadError(f"checkpoint_path '{params.checkpoint_path}': {err}") from err
+
+
+class MonoOccNode(LifecycleNode):
+    """Lifecycle node; see the module docstring. Topics are relative, remap them at launch.
+
+    Subscribes ``~/input/image`` (Image, or CompressedImage with image_transport=compressed)
+    and ``~/input/camera_info``; publishes ``~/output/occupancy`` (SemanticOccupancyGrid),
+    ``~/output/occupied_voxels`` (PointCloud2), ``~/output/markers`` (MarkerArray),
+    ``~/debug/processing_time_ms``, ``~/debug/pipeline_latency_ms`` (Float64) and /diagnostics.
+    """
+
+    def __init__(self, *, node_name: str = NODE_NAME, namespace: str | None = None, parameter_overrides=None):
+        super().__init__(node_name, namespace=namespace, parameter_overrides=parameter_overrides)
+        declare_parameters(self)
+        self.add_on_set_parameters_callback(on_set_parameters)
+        self.params: NodeParams | None = None
+        self.predictor = None
+        self.stats = NodeStats()
+        self.last_warning: dict[str, str] = {}
+        self._warned_at: dict[str, float] = {}
+        self._transforms: TransformSource | None = None
+        self._input_group = MutuallyExclusiveCallbackGroup()
+        self._subs: list = []
+        self._pubs: dict[str, object] = {}
+        self._diag_timer = None
+        self._camera_info: CameraInfo | None = None
+        self._pending: tuple[Image | CompressedImage, float] | None = None
+        self._slot = threading.Condition()
+        self._stop = threading.Event()
+        self._worker: threading.Thread | None = None
+        self._last_cloud_s = -1e9
+        self._last_markers_s = -1e9
+
+    # ---------------------------------------------------------------- lifecycle
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        try:
+            self.params = read_parameters(self)
+        except ParameterError as err:
+            self.get_logger().error(f"configure failed: {err}")
+            return TransitionCallbackReturn.FAILURE
+        try:
+            self.predictor = self._load_predictor()
+        except ModelLoadError as err:
+            self.get_logger().error(f"configure failed: {err}")
+            return TransitionCallbackReturn.FAILURE
+        self._transforms = make_transform_source(self, self.params.grid_frame, self.params.static_T_cam_grid)
+        if isinstance(self._transforms, StaticTransformSource):
+            self.get_logger().info(
+                "tf2_ros is not installed: using the static camera-from-grid extrinsic from "
+                f"parameters static_T_cam_grid.* = {self._transforms.T_cam_grid.round(4).tolist()}"
+            )
+        else:
+            self.get_logger().info(f"camera pose from {self._transforms.description}")
+        self.get_logger().info(
+            f"images via {'cv_bridge' if cv_bridge_available() else 'the built-in converter'}; "
+            f"model from {self.params.checkpoint_path} on {self.params.device} ({self.params.precision})"
+        )
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        if self.predictor is None:
+            try:
+                self.predictor = self._load_predictor()
+            except ModelLoadError as err:
+                self.get_logger().error(f"activate failed: {err}")
+                return TransitionCallbackReturn.FAILURE
+        self._create_endpoints()
+        self._stop.clear()
+        self._worker = threading.Thread(target=self._inference_loop, name="monoocc_inference", daemon=True)
+        self._worker.start()
+        self.get_logger().info(
+            f"active: waiting for images on {self.resolve_topic_name('~/input/image')} "
+            f"({self.params.image_transport}, {self.params.input_qos} QoS)"
+        )
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._stop_activity()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._release_all()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._stop_activity()
+        self._release_all()
+        return TransitionCallbackReturn.SUCCESS
+
+    def _load_predictor(self):
+        predictor = load_predictor(self.params)
+        height, width = self.params.warmup_image_size
+        if height and width:
+            try:
+                predictor.warmup((height, width))
+            except (RuntimeError, ValueError) as err:
+                predictor.release()
+                raise ModelLoadError(f"warm-up at warmup_image_size {height}x{width} failed: {err}") from err
+        return predictor
+
+    def _create_endpoints(self) -> None:
+        p = self.params
+        in_qos = _SENSOR_DATA if p.input_qos == "sensor_data" else _RELIABLE
+        image_type = CompressedImage if p.image_transport == "compressed" else Image
+        self._subs = [
+            self.create_subscription(
+                image_type, "~/input/image", self._on_image, in_qos, callback_group=self._input_group
+            ),
+            self.create_subscription(
+                CameraInfo, "~/input/camera_info", self._on_camera_info, in_qos, callback_group=self._input_group
+            ),
+        ]
+        self._pubs = {
+            "occupancy": self.create_publisher(SemanticOccupancyGrid, "~/output/occupancy", _RELIABLE),
+            "cloud": self.create_publisher(PointCloud2, "~/output/occupied_voxels", _RELIABLE),
+            "markers": self.create_publisher(MarkerArray, "~/output/markers", _RELIABLE),
+            "processing": self.create_publisher(Float64, "~/debug/processing_time_ms", _RELIABLE),
+            "latency": self.create_publisher(Float64, "~/debug/pipeline_latency_ms", _RELIABLE),
+            "diagnostics": self.create_publisher(DiagnosticArray, "/diagnostics", 10),
+        }
+        # Wall-clock period: with use_sim_time a paused or slow bag must not stop diagnostics.
+        self._diag_timer = self.create_timer(
+            1.0, self._publish_diagnostics, clock=Clock(clock_type=ClockType.STEADY_TIME)
+        )
+
+    def _stop_activity(self) -> None:
+        self._stop.set()
+        with self._slot:
+            self._slot.notify_all()
+        if self._worker is not None:
+            self._worker.join()
+            self._worker = None
+        for sub in self._subs:
+            self.destroy_subscription(sub)
+        self._subs = []
+        if self._diag_timer is not None:
+            self.destroy_timer(self._diag_timer)
+            self._diag_timer = None
+        for pub in self._pubs.values():
+            self.destroy_publisher(pub)
+        self._pubs = {}
+        with self._slot:
+            self._pending = None
+        if self.predictor is not None:
+            self.predictor.release()
+            self.predictor = None
+
+    def _release_all(self) -> None:
+        if self._transforms is not None:
+            self._transforms.close()
+            self._transforms = None
+        if self.predictor is not None:
+            self.predictor.release()
+            self.predictor = None
+        self._camera_info = None
+        self.params = None
+
+    # ---------------------------------------------------------------- callbacks
+    def _on_camera_info(self, msg: CameraInfo) -> None:
+        self._camera_info = msg
+
+    def _on_image(self, msg) -> None:
+        # Only store: inference runs on its own thread and takes the newest frame.
+        with self._slot:
+            replaced = self._pending is not None
+            self._pending = (msg, time.monotonic())
+            self.stats.on_received(replaced)
+            self._slot.notify()
+
+    def _inference_loop(self) -> None:
+        while not self._stop.is_set():
+            with self._slot:
+                self._slot.wait_for(lambda: self._pending is not None or self._stop.is_set(), timeout=0.5)
+                item, self._pending = self._pending, None
+            if item is None or self._stop.is_set():
+                continue
+            try:
+                self._process(*item)
+            except Exception as err:  # noqa: BLE001 - the node must survive any one bad frame
+                self._reject("internal_error", f"frame failed unexpectedly ({type(err).__name__}): {err}")
+
+    # ---------------------------------------------------------------- per frame
+    def _warn(self, cause: str, text: str) -> None:
+        self.last_warning[cause] = text
+        now = time.monotonic()
+        if now - self._warned_at.get(cause, -1e9) >= WARN_PERIOD_S:
+            self._warned_at[cause] = now
+            self.get_logger().warning(text)
+
+    def _reject(self, cause: str, text: str) -> None:
+        self.stats.on_rejected(cause)
+        self._warn(cause, f"dropping image: {text}")
+
+    def _process(self, msg, arrived_s: float) -> None:
+        p = self.params
+        image_topic = self.resolve_topic_name("~/input/image")
+        # Image and CameraInfo of one frame arrive in either order: give the first frame's
+        # CameraInfo the same bounded wait as its TF.
+        deadline_s = arrived_s + self.get_parameter("tf_timeout_s").value
+        while self._camera_info is None and time.monotonic() < deadline_s and not self._stop.is_set():
+            time.sleep(0.005)
+        info = self._camera_info
+        if info is None:
+            topic = self.resolve_topic_name("~/input/camera_info")
+            self._reject("camera_info_missing", f"no CameraInfo received yet on {topic}")
+            return
+        try:
+            image = image_msg_to_rgb(msg)
+        except ImageDecodeError as err:
+            self._reject("bad_image", f"{image_topic}: {err}")
+            return
+        try:
+            K = camera_info_to_K(info, image.shape[:2], topic=self.resolve_topic_name("~/input/camera_info"))
+        except CameraInfoSizeError as err:
+            self._reject("size_mismatch", str(err))
+            return
+        except CameraInfoError as err:
+            self._reject("bad_camera_info", str(err))
+            return
+        camera_frame = p.camera_frame or msg.header.frame_id
+        if not camera_frame and not isinstance(self._transforms, StaticTransformSource):
+            self._reject("no_camera_frame", f"{image_topic}: empty header.frame_id and parameter camera_frame")
+            return
+        tf_timeout_s = self.get_parameter("tf_timeout_s").value
+        T_cam_grid = self._transforms.lookup(camera_frame, msg.header.stamp, arrived_s + tf_timeout_s)
+        if T_cam_grid is None:
+            self.stats.on_tf_failed()
+            self._warn(
+                "tf",
+                f"dropping image: no transform {p.grid_frame} -> '{camera_frame}' at the image stamp "
+                f"within tf_timeout_s={tf_timeout_s}",
+            )
+            return
+        try:
+            prediction = self.predictor.predict(image, K, T_cam_grid)
+        except ValueError as err:
+            self._reject("bad_input", f"{image_topic}: {err}")
+            return
+        self._publish(prediction, msg.header.stamp, arrived_s)
+
+    def _publish(self, prediction, stamp, arrived_s: float) -> None:
+        p = self.params
+        frame = p.grid_frame
+        labels, confidence = prediction.labels, prediction.confidence
+        self._pubs["occupancy"].publish(grid_to_msg(labels, confidence, KITTI_GRID, SEMANTIC_KITTI, stamp, frame))
+        now = time.monotonic()
+        cloud_rate = self.get_parameter("cloud_rate_hz").value
+        markers_rate = self.get_parameter("markers_rate_hz").value
+        want_cloud = (
+            cloud_rate > 0
+            and now - self._last_cloud_s >= 1.0 / cloud_rate
+            and self._pubs["cloud"].get_subscription_count() > 0
+        )
+        want_markers = (
+            markers_rate > 0
+            and now - self._last_markers_s >= 1.0 / markers_rate
+            and self._pubs["markers"].get_subscription_count() > 0
+        )
+        if want_cloud or want_markers:
+            points = occupied_voxels(labels, confidence, KITTI_GRID, SEMANTIC_KITTI)
+            if want_cloud:
+                self._last_cloud_s = now
+                self._pubs["cloud"].publish(cloud_to_msg(points, stamp, frame))
+            if want_markers:
+                self._last_markers_s = now
+                cubes = class_cubes(
+                    points,
+                    KITTI_GRID,
+                    SEMANTIC_KITTI,
+                    alpha=self.get_parameter("markers_alpha").value,
+                    max_points=self.get_parameter("markers_max_voxels").value,
+                )
+                self._pubs["markers"].publish(serialize_marker_array(stamp_to_ns(stamp), frame, cubes))
+        processing_ms = (time.monotonic() - arrived_s) * 1e3
+        latency_ms = (self.get_clock().now().nanoseconds - stamp_to_ns(stamp)) / 1e6
+        self._pubs["processing"].publish(Float64(data=processing_ms))
+        self._pubs["latency"].publish(Float64(data=latency_ms))
+        self.stats.on_processed(processing_ms, latency_ms)
+
+    def _publish_diagnostics(self) -> None:
+        p = self.params
+        if p is None or "diagnostics" not in self._pubs:
+            return
+        device_mb = None
+        if p.device.startswith("cuda"):
+            import torch
+
+            device_mb = torch.cuda.memory_allocated(p.device) / 2**20
+        status = diagnostic_status(
+            f"{self.get_name()}: semantic occupancy",
+            self.get_fully_qualified_name(),
+            self.stats,
+            self.get_parameter("processing_budget_ms").value,
+            p.device,
+            device_mb,
+        )
+        array = DiagnosticArray(header=Header(stamp=self.get_clock().now().to_msg()), status=[status])
+        self._pubs["diagnostics"].publish(array)
+
+
+def main(args: list[str] | None = None) -> int:
+    """Entry point: ``monoocc_node``; Ctrl-C shuts down cleanly with exit code 0."""
+    rclpy.init(args=args)
+    node = None
+    executor = MultiThreadedExecutor()
+    code = 0
+    try:
+        node = MonoOccNode()
+        executor.add_node(node)
+        if node.get_parameter("autostart").value:
+            if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
+                code = 1
+            elif node.trigger_activate() != TransitionCallbackReturn.SUCCESS:
+                code = 1
+        if code == 0:
+            executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            node._stop_activity()
+            node._release_all()
+            executor.remove_node(node)
+            node.destroy_node()
+        executor.shutdown()
+        rclpy.try_shutdown()
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,75 @@
+"""Live matching by stamp: missed frames are scored, not ignored; rates and latencies add up."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from monoocc_ros.grid import KITTI_GRID
+from monoocc_ros.metrics import SSCMetrics
+from monoocc_ros.evaluation.live import LiveMatcher
+
+CAR = 1
+
+
+def grid(n_car: int) -> np.ndarray:
+    g = np.zeros(KITTI_GRID.size, np.uint8)
+    g.reshape(-1)[:n_car] = CAR
+    return g
+
+
+def test_matches_by_stamp_in_any_order_and_scores_missed_frames_as_empty():
+    gts = {100: grid(10), 200: grid(20), 300: grid(30)}
+    matcher = LiveMatcher(expected_stamps=gts, total_inputs=4)
+    for k, stamp in enumerate((100, 150, 200, 300)):
+        matcher.on_input(stamp, t_s=k * 1.0)
+    matcher.on_ground_truth(100, gts[100], t_s=0.01)
+    matcher.on_output(100, grid(10), t_s=0.25, clock_ns=None)  # after its ground truth
+    matcher.on_output(150, grid(5), t_s=1.25, clock_ns=None)  # frame without ground truth
+    matcher.on_output(200, grid(20), t_s=2.25, clock_ns=None)  # before its ground truth
+    matcher.on_ground_truth(200, gts[200], t_s=2.30)
+    matcher.on_output(200, grid(20), t_s=2.40, clock_ns=None)  # duplicate: ignored
+    matcher.on_ground_truth(300, gts[300], t_s=3.01)  # its output never comes
+    assert not matcher.complete()
+    result = matcher.finish()
+
+    assert result["frames"] == {"ground_truth": 3, "evaluated": 2, "missed": 1, "ground_truth_not_received": 0}
+    assert result["missed_stamps_ns"] == [300]
+    live = result["live"]
+    assert live["inputs"] == 4 and live["outputs"] == 3 and live["dropped_frames"] == 1
+    assert live["duplicate_outputs"] == 1
+    assert live["achieved_rate_hz"] == pytest.approx(2 / 2.0)
+    assert live["input_rate_hz"] == pytest.approx(3 / 3.0)
+    assert result["latency_ms"]["total"] == pytest.approx([250.0, 250.0, 250.0])
+
+    # Same numbers as scoring the two matched frames and an empty prediction for the third.
+    expected = SSCMetrics()
+    expected.update(grid(10), gts[100])
+    expected.update(grid(20), gts[200])
+    expected.update(grid(0), gts[300])
+    np.testing.assert_array_equal(matcher.metrics.confusion, expected.confusion)
+    assert matcher.metrics.compute().completion_iou == pytest.approx(30 / 60)
+
+
+def test_complete_only_when_all_ground_truth_and_inputs_have_outputs_and_sim_time_latency():
+    matcher = LiveMatcher(expected_stamps=[1_000_000_000], total_inputs=2)
+    matcher.on_input(1_000_000_000, 0.0)
+    matcher.on_input(1_100_000_000, 0.1)
+    matcher.on_ground_truth(1_000_000_000, grid(3), 0.0)
+    matcher.on_output(1_000_000_000, grid(3), 0.5, clock_ns=1_050_000_000)
+    assert not matcher.complete()
+    matcher.on_output(1_100_000_000, grid(3), 0.6, clock_ns=1_150_000_000)
+    assert matcher.complete()
+    result = matcher.finish()
+    assert result["latency_ms"]["sim_time"] == pytest.approx([50.0, 50.0])
+    assert result["frames"]["missed"] == 0 and result["live"]["dropped_frames"] == 0
+
+
+def test_expected_ground_truth_that_never_arrives_is_reported():
+    matcher = LiveMatcher(expected_stamps=[5, 6])
+    matcher.on_ground_truth(5, grid(1), 0.0)
+    matcher.on_output(5, grid(1), 0.1, None)
+    matcher.on_output(6, grid(1), 0.2, None)
+    result = matcher.finish()
+    assert result["not_received_stamps_ns"] == [6]
+    assert result["frames"]["evaluated"] == 1 and result["frames"]["ground_truth_not_received"] == 1
