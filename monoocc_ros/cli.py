@@ -10,13 +10,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from monoocc_ros import __version__
+from monoocc_ros import __version__, bench, export
 from monoocc_ros.data import commands as data_commands
 from monoocc_ros.data import scene
 from monoocc_ros.evaluation import commands as eval_commands
 from monoocc_ros.models import commands as model_commands
 from monoocc_ros.ros import commands as ros_commands
-
+from training import commands as train_commands
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -25,11 +25,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"monoocc {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    # In the order of the workflow: data, training, weights, evaluation, deployment.
     scene.register(subparsers)
     data_commands.register(subparsers)
-    ros_commands.register(subparsers)
-    eval_commands.register(subparsers)
+    train_commands.register(subparsers)
     model_commands.register(subparsers)
+    eval_commands.register(subparsers)
+    ros_commands.register(subparsers)
+    export.register(subparsers)
+    bench.register(subparsers)
     return parser
 
 

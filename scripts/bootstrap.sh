@@ -55,7 +55,8 @@ if [ ! -x "$VENV/bin/python" ]; then
   say "creating $VENV with $PYTHON"
   "$PYTHON" -m venv "$VENV" || die "could not create the virtual environment $VENV."
 fi
-deps_hash="$(cat setup.py | sha256sum | cut -d' ' -f1)"
+# The editable install maps the top-level packages present at install time: re-run on new ones.
+deps_hash="$( (cat setup.py; ls -d */__init__.py) | sha256sum | cut -d' ' -f1)"
 if [ "$(cat "$STAMPS/pip" 2>/dev/null)" != "$deps_hash" ]; then
   say "installing Python packages (torch CPU build, ROS 2 Jazzy wheels, tools); first run takes a few minutes"
   if ! "$VENV/bin/pip" install -q -e ".[ros,dev]" 2>"$STAMPS/pip.log"; then

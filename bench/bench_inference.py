@@ -1,0 +1,285 @@
+"""Student inference: stage-split latency (p50/p90 after warm-up), peak memory, achieved TFLOP/s,
+and comparisons measured in the same run (fp32 vs fp16/bf16, eager vs compiled, PyTorch vs ONNX).
+Prints one JSON object.
+
+Models are randomly initialised (seed 0): latency does not depend on the weights, and label
+agreement of a variant with the fp32 eager reference is measured on the same real KITTI frame
+(sequence 08 of /work/shared/data/semantickitti-real when present, else a generated image).
+
+    python bench/bench_inference.py [--configs tiny monoocc_s] [--device auto|cpu|cuda]
+        [--precisions fp32 fp16] [--image-hw 370x1226] [--repeats 10] [--warmup 2]
+        [--compile] [--cuda-graphs] [--onnx] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REAL_KITTI = Path(os.environ.get("MONOOCC_REAL_KITTI", "/work/shared/data/semantickitti-real"))
+STAGES = ("preprocess", "backbone_neck", "proposals", "cross_attention", "self_attention", "ica", "head", "postprocess")
+
+# Dense peak TFLOP/s by device name fragment (first match wins): (fp32 non-tensor, fp16/bf16 tensor).
+PEAK_TFLOPS = (
+    ("H200", 67.0, 989.0),
+    ("H100 PCIe", 51.0, 756.0),
+    ("H100", 67.0, 989.0),
+    ("A100", 19.5, 312.0),
+    ("RTX 4090", 82.6, 165.2),
+    ("L40S", 91.6, 362.0),
+    ("L4", 30.3, 121.0),
+    ("A10G", 31.2, 70.0),
+)
+
+
+def _peak_tflops(device_name: str, precision: str) -> float | None:
+    for fragment, fp32, half in PEAK_TFLOPS:
+        if fragment in device_name:
+            return fp32 if precision == "fp32" else half
+    return None
+
+
+def _frame(image_hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
+    """A real KITTI frame resized to image_hw (K scaled with it), or a generated one."""
+    import cv2
+
+    from monoocc_ros.camera import kitti_camera_from_calib
+
+    seq = REAL_KITTI / "sequences" / "08"
+    if (seq / "image_2" / "000000.png").is_file():
+        from monoocc_ros.data.kitti import read_calib
+
+        calib = read_calib(seq / "calib.txt")
+        K, T = kitti_camera_from_calib(calib["P2"], calib["Tr"])
+        image = cv2.cvtColor(cv2.imread(str(seq / "image_2" / "000000.png")), cv2.COLOR_BGR2RGB)
+        source = f"{seq}/image_2/000000.png"
+    else:
+        K = np.array([[707.1, 0.0, 601.9], [0.0, 707.1, 183.1], [0.0, 0.0, 1.0]])
+        T = np.array([[0.0, -1.0, 0.0, 0.0], [0.0, 0.0, -1.0, -0.08], [1.0, 0.0, 0.0, -0.27], [0.0, 0.0, 0.0, 1.0]])
+        rng = np.random.default_rng(0)
+        image = (rng.random((370, 1226, 3)) * 255).astype(np.uint8)
+        source = "generated noise image (real KITTI data not found)"
+    h, w = image_hw
+    sy, sx = h / image.shape[0], w / image.shape[1]
+    K = np.diag([sx, sy, 1.0]) @ K
+    image = cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)
+    return np.ascontiguousarray(image), K, T, source
+
+
+def _percentiles(values: list[float]) -> dict[str, float]:
+    a = np.asarray(values)
+    return {"p50": round(float(np.percentile(a, 50)), 3), "p90": round(float(np.percentile(a, 90)), 3)}
+
+
+def _time_predictor(predictor, frame, warmup: int, repeats: int, device, label: str) -> dict:
+    import torch
+    from tqdm import tqdm
+
+    image, K, T = frame
+    for _ in tqdm(range(warmup), desc=f"{label} warm-up", file=sys.stderr, leave=False):
+        predictor.predict(image, K, T)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+    totals, stages = [], {}
+    prediction = None
+    for _ in tqdm(range(repeats), desc=label, file=sys.stderr, leave=False):
+        start = time.perf_counter()
+        prediction = predictor.predict(image, K, T)
+        totals.append(1000.0 * (time.perf_counter() - start))
+        for name, ms in prediction.timings_ms.items():
+            stages.setdefault(name, []).append(ms)
+    result = {
+        "total_ms": _percentiles(totals),
+        "stages_ms": {name: _percentiles(v) for name, v in stages.items()},
+    }
+    if device.type == "cuda":
+        result["peak_memory_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+    else:
+        # process-wide high-water mark, so cumulative over everything run before
+        result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    return result, prediction
+
+
+def _count_flops(model, frame, device) -> int:
+    """Matmul/conv FLOPs of one inference (grid_sample and elementwise work are not counted)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    image, K, T = frame
+    img = torch.from_numpy(image).to(device).permute(2, 0, 1)[None].float() / 255
+    Kt = torch.from_numpy(K).to(device, torch.float32)[None]
+    Tt = torch.from_numpy(T).to(device, torch.float32)[None]
+    with FlopCounterMode(display=False) as counter, torch.inference_mode():
+        model.predict(img, Kt, Tt)
+    return int(counter.get_total_flops())
+
+
+def bench_config(name: str, args, device, frame) -> dict:
+    import torch
+
+    from monoocc_ros.models.config import get_model_config
+    from monoocc_ros.models.monoocc import MonoOccStudent, count_parameters
+    from monoocc_ros.predictor import Predictor
+
+    torch.manual_seed(0)
+    model = MonoOccStudent(get_model_config(name)).eval().requires_grad_(False)
+    # (FlopCounterMode's module hooks trip over modules returning a trainable parameter as is)
+    flops = _count_flops(model, frame, torch.device("cpu"))
+    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
+    out: dict = {
+        "config": name,
+        "parameters": count_parameters(model),
+        "gflop_per_frame": round(flops / 1e9, 2),
+        "runs": {},
+        "comparisons": {},
+    }
+
+    reference = Predictor(model, device=str(device), precision="fp32")
+    run, ref_pred = _time_predictor(reference, frame, args.warmup, args.repeats, device, f"{name} eager_fp32")
+    out["runs"]["eager_fp32"] = run
+    reference.release()
+
+    def add_run(key: str, predictor) -> dict:
+        run, pred = _time_predictor(predictor, frame, args.warmup, args.repeats, device, f"{name} {key}")
+        run["label_agreement"] = round(float((pred.labels == ref_pred.labels).mean()), 6)
+        out["runs"][key] = run
+        predictor.release()
+        return run
+
+    def compare(key: str, baseline: str, variant: str) -> None:
+        if "total_ms" not in out["runs"].get(baseline, {}):
+            out["comparisons"][key] = {"skipped": f"baseline {baseline} was not measured"}
+            return
+        b = out["runs"][baseline]["total_ms"]["p50"]
+        v = out["runs"][variant]["total_ms"]["p50"]
+        out["comparisons"][key] = {"baseline": baseline, "variant": variant, "speedup_p50": round(b / v, 3)}
+
+    for precision in args.precisions:
+        if precision == "fp32":
+            continue
+        if precision == "fp16" and device.type != "cuda":
+            out["runs"][f"eager_{precision}"] = {"skipped": "fp16 needs CUDA"}
+            continue
+        add_run(f"eager_{precision}", Predictor(model, device=str(device), precision=precision))
+        compare(f"fp32_vs_{precision}", "eager_fp32", f"eager_{precision}")
+
+    fast = "fp16" if device.type == "cuda" else "fp32"
+    if device.type == "cuda":
+        add_run("eager_fp16_channels_last",
+                Predictor(model, device=str(device), precision="fp16", channels_last=True))
+        compare("channels_last", "eager_fp16", "eager_fp16_channels_last")
+
+    if args.compile:
+        torch.manual_seed(0)
+        compiled_model = MonoOccStudent(get_model_config(name)).eval()
+        compiled_model.load_state_dict(model.state_dict())
+        start = time.perf_counter()
+        predictor = Predictor(compiled_model, device=str(device), precision=fast, compile=True)
+        predictor.warmup(frame[0].shape[:2])
+        compile_s = time.perf_counter() - start
+        add_run(f"compiled_{fast}", predictor)["compile_s"] = round(compile_s, 1)
+        compare("eager_vs_compiled", f"eager_{fast}", f"compiled_{fast}")
+    else:
+        out["runs"]["compiled"] = {"skipped": "torch.compile not requested (--compile; minutes on CPU)"}
+
+    if args.cuda_graphs and device.type == "cuda":
+        graph_model = MonoOccStudent(get_model_config(name)).eval()
+        graph_model.load_state_dict(model.state_dict())
+        predictor = Predictor(graph_model, device=str(device), precision="fp16", compile=True, cuda_graphs=True)
+        predictor.warmup(frame[0].shape[:2], iterations=3)
+        add_run("cuda_graphs_fp16", predictor)
+        compare("eager_vs_cuda_graphs", "eager_fp16", "cuda_graphs_fp16")
+
+    if args.onnx:
+        from monoocc_ros.export import OnnxPredictor, export_onnx
+
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / f"{name}.onnx"
+            start = time.perf_counter()
+            export_onnx(model, path, image_hw=frame[0].shape[:2], config_name=name)
+            export_s = time.perf_counter() - start
+            providers = ("CPUExecutionProvider",)
+            if device.type == "cuda":
+                providers = ("CUDAExecutionProvider", *providers)
+            add_run("onnxruntime", OnnxPredictor(path, providers=providers))["export_s"] = round(export_s, 1)
+        compare("eager_vs_onnxruntime", "eager_fp32", "onnxruntime")
+
+    if device.type == "cuda":
+        for key, run in out["runs"].items():
+            precision = "fp32" if "fp32" in key else "fp16"
+            peak = _peak_tflops(device_name, precision)
+            if peak and "total_ms" in run:
+                achieved = flops / (run["total_ms"]["p50"] / 1000) / 1e12
+                run["achieved_tflops"] = round(achieved, 2)
+                run["fraction_of_peak"] = round(achieved / peak, 4)
+    else:
+        for run in out["runs"].values():
+            if "total_ms" in run:
+                run["achieved_tflops"] = round(flops / (run["total_ms"]["p50"] / 1000) / 1e12, 4)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--configs", nargs="+", default=["tiny", "monoocc_s"])
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
+    parser.add_argument("--precisions", nargs="+", default=None,
+                        help="default: fp32 fp16 bf16 on CUDA, fp32 on CPU")
+    parser.add_argument("--image-hw", default="370x1226", help="HxW (default 370x1226)")
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--compile", action="store_true", help="also measure torch.compile")
+    parser.add_argument("--cuda-graphs", action="store_true", help="also measure CUDA graphs (CUDA only)")
+    parser.add_argument("--onnx", action="store_true", help="also export and measure onnxruntime")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
+    parser.add_argument("--quick", action="store_true",
+                        help="CI size: 1 warm-up, 3 repeats, no compile, ONNX at a 96x320 image")
+    args = parser.parse_args()
+
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.device == "auto":
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(args.device)
+    if args.precisions is None:
+        args.precisions = ["fp32", "fp16", "bf16"] if device.type == "cuda" else ["fp32"]
+    if args.quick:
+        args.warmup, args.repeats, args.compile, args.cuda_graphs = 1, 3, False, False
+        args.image_hw = "96x320"
+        args.onnx = True
+    h, w = (int(v) for v in args.image_hw.lower().split("x"))
+    image, K, T, source = _frame((h, w))
+    frame = (image, K, T)
+    started = time.perf_counter()
+    results = [bench_config(name, args, device, frame) for name in args.configs]
+    report = {
+        "benchmark": "inference",
+        "quick": args.quick,
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({platform.processor() or platform.machine()})",
+        "cpu_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "image_hw": [h, w],
+        "frame": source,
+        "warmup": args.warmup,
+        "repeats": args.repeats,
+        "stages": list(STAGES),
+        "configs": results,
+        "wall_s": round(time.perf_counter() - started, 1),
+    }
+    print(json.dumps(report))
+
+
+if __name__ == "__main__":
+    main()
