@@ -24,7 +24,8 @@ def _single(args: argparse.Namespace) -> dict:
     import numpy as np
     import torch
 
-    from monoocc_ros.models import MonoOccStudent, get_model_config
+    from monoocc_ros.models.config import get_model_config
+    from monoocc_ros.models.monoocc import MonoOccStudent
     from monoocc_ros.models.monoocc import count_parameters
     from monoocc_ros.predictor import Predictor
 

@@ -21,6 +21,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from monoocc_ros.fileio import write_text_atomic
+
 __all__ = ["BenchResult", "find_scripts", "run_script", "run_benches", "markdown_table", "register"]
 
 BENCH_DIR = Path(__file__).resolve().parent.parent / "bench"
@@ -197,13 +199,6 @@ def markdown_table(document: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def _run_bench(args) -> int:
     try:
         document = run_benches(args.only, quick=args.quick, bench_dir=args.bench_dir, timeout_s=args.timeout_s)
@@ -212,9 +207,9 @@ def _run_bench(args) -> int:
         return 2
     table = markdown_table(document)
     if args.json_out is not None:
-        _write_atomic(args.json_out, json.dumps(document, indent=1) + "\n")
+        write_text_atomic(args.json_out, json.dumps(document, indent=1) + "\n")
     if args.markdown_out is not None:
-        _write_atomic(args.markdown_out, table)
+        write_text_atomic(args.markdown_out, table)
     print(table)
     if args.json_out is None:
         print(json.dumps(document))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from monoocc_ros import __version__, bench, export
+from monoocc_ros import __version__, bench
 from monoocc_ros.data import commands as data_commands
 from monoocc_ros.data import scene
 from monoocc_ros.evaluation import commands as eval_commands
@@ -32,7 +32,6 @@ def build_parser() -> argparse.ArgumentParser:
     model_commands.register(subparsers)
     eval_commands.register(subparsers)
     ros_commands.register(subparsers)
-    export.register(subparsers)
     bench.register(subparsers)
     return parser
 

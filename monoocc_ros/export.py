@@ -47,7 +47,6 @@ __all__ = [
     "OnnxPredictor",
     "build_tensorrt_engine",
     "TensorRTPredictor",
-    "register",
 ]
 
 ONNX_OPSET = 17
@@ -487,51 +486,3 @@ class TensorRTPredictor:
         self.engine = None
         self._inputs = {}
         torch.cuda.empty_cache()
-
-
-def _parse_hw(text: str) -> tuple[int, int]:
-    try:
-        h, w = (int(v) for v in text.lower().split("x"))
-    except ValueError as exc:
-        raise ValueError(f"--image-hw must look like 370x1226 (HxW), got {text!r}") from exc
-    return h, w
-
-
-def _run_export(args) -> int:
-    from monoocc_ros.models.checkpoint import build_model_from_checkpoint, load_checkpoint
-    from monoocc_ros.models.config import get_model_config
-
-    if args.checkpoint is not None:
-        ckpt = load_checkpoint(args.checkpoint)
-        model, _ = build_model_from_checkpoint(ckpt)
-        name = ckpt.get("config_name", "")
-    else:
-        name = args.config
-        torch.manual_seed(0)
-        model = MonoOccStudent(get_model_config(name))
-    image_hw = _parse_hw(args.image_hw)
-    out = export_onnx(model, args.output, image_hw=image_hw, with_confidence=args.confidence, config_name=name)
-    print(f"wrote {out}")
-    if args.tensorrt is not None:
-        engine = build_tensorrt_engine(out, args.tensorrt, fp16=not args.fp32)
-        print(f"wrote {engine}")
-    return 0
-
-
-def register(subparsers) -> None:
-    """Add ``monoocc export``."""
-    p = subparsers.add_parser(
-        "export",
-        help="export the student's inference path to ONNX (and optionally a TensorRT engine)",
-        description="Export the student's inference path (labels [+ confidence]) to ONNX for a fixed image size; "
-        "optionally build a TensorRT engine from it ahead of time.",
-    )
-    source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--checkpoint", type=Path, help="project checkpoint to export")
-    source.add_argument("--config", help="export a randomly initialised model of this config (benchmarks)")
-    p.add_argument("--output", "-o", type=Path, required=True, help="ONNX file to write")
-    p.add_argument("--image-hw", default="370x1226", help="input image size HxW (default 370x1226)")
-    p.add_argument("--confidence", action="store_true", help="also output per-voxel confidence")
-    p.add_argument("--tensorrt", type=Path, default=None, help="also build this TensorRT engine (needs tensorrt)")
-    p.add_argument("--fp32", action="store_true", help="TensorRT engine in fp32 instead of fp16")
-    p.set_defaults(func=_run_export)

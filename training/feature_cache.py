@@ -13,21 +13,20 @@ image settings, naming the mismatch.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
 
 import torch
+
+from monoocc_ros.fileio import atomic_write, sha256_file, write_json_atomic
 from torch import Tensor
 
 __all__ = [
     "CACHE_FORMAT",
     "CacheMismatchError",
     "CacheManifest",
-    "sha256_file",
     "bag_identity",
     "TeacherFeatureCache",
 ]
@@ -38,14 +37,6 @@ MANIFEST = "manifest.json"
 
 class CacheMismatchError(RuntimeError):
     """The teacher cache was not made from this teacher checkpoint, these bags or settings."""
-
-
-def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def bag_identity(bag: Path) -> dict[str, str]:
@@ -80,12 +71,6 @@ class CacheManifest:
     feature_shape: list[int]
     stamps: dict[str, int] = field(default_factory=dict)
     format: str = CACHE_FORMAT
-
-
-def _write_json_atomic(path: Path, data: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, path)
 
 
 class TeacherFeatureCache:
@@ -136,14 +121,13 @@ class TeacherFeatureCache:
                 f"{tuple(self.manifest.feature_shape)}"
             )
         path = self._file(self.folder, index)
-        tmp = path.with_name(path.name + ".tmp")
-        torch.save(features.detach().to("cpu", torch.float16).contiguous(), tmp)
-        os.replace(tmp, path)
+        with atomic_write(path) as f:
+            torch.save(features.detach().to("cpu", torch.float16).contiguous(), f)
         self.manifest.stamps[str(index)] = int(stamp_ns)
 
     def finish(self) -> None:
         """Write the manifest; only now is the cache usable."""
-        _write_json_atomic(self.folder / MANIFEST, asdict(self.manifest))
+        write_json_atomic(self.folder / MANIFEST, asdict(self.manifest), indent=1)
 
     @classmethod
     def open(

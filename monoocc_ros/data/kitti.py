@@ -20,13 +20,13 @@ Example:
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 
+from monoocc_ros.fileio import write_bytes_atomic
 from monoocc_ros.grid import KITTI_GRID
 
 __all__ = [
@@ -94,14 +94,6 @@ def _parse_floats(path: Path, lineno: int, fields: list[str], count: int) -> np.
     if not np.all(np.isfinite(values)):
         raise KittiFormatError(f"{path}, line {lineno}: NaN or infinite value")
     return values
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def unpack_bits(path: Path) -> np.ndarray:
@@ -228,19 +220,19 @@ def write_calib(path: Path, calib: dict[str, np.ndarray]) -> None:
     for key in CALIB_KEYS:
         m = np.asarray(calib[key], dtype=np.float64).reshape(-1, 4)[:3]
         lines.append(f"{key}: " + " ".join(f"{v:.12e}" for v in m.ravel()))
-    _write_atomic(path, ("\n".join(lines) + "\n").encode())
+    write_bytes_atomic(path, ("\n".join(lines) + "\n").encode())
 
 
 def write_poses(path: Path, poses: np.ndarray) -> None:
     """Write ``poses.txt`` from (N, 4, 4) or (N, 3, 4) poses."""
     poses = np.asarray(poses, dtype=np.float64)
     rows = [" ".join(f"{v:.12e}" for v in p[:3].ravel()) for p in poses]
-    _write_atomic(path, ("\n".join(rows) + "\n").encode())
+    write_bytes_atomic(path, ("\n".join(rows) + "\n").encode())
 
 
 def write_times(path: Path, times: np.ndarray) -> None:
     """Write ``times.txt`` from (N,) seconds."""
-    _write_atomic(path, ("\n".join(f"{t:.6e}" for t in np.asarray(times)) + "\n").encode())
+    write_bytes_atomic(path, ("\n".join(f"{t:.6e}" for t in np.asarray(times)) + "\n").encode())
 
 
 def write_scan(path: Path, scan: np.ndarray) -> None:
@@ -248,12 +240,12 @@ def write_scan(path: Path, scan: np.ndarray) -> None:
     scan = np.asarray(scan, dtype=np.float32)
     if scan.ndim != 2 or scan.shape[1] != 4:
         raise ValueError(f"scan must be (P, 4), got {scan.shape}")
-    _write_atomic(path, scan.tobytes())
+    write_bytes_atomic(path, scan.tobytes())
 
 
 def write_point_labels(path: Path, labels: np.ndarray) -> None:
     """Write per-point labels from (P,) uint32."""
-    _write_atomic(path, np.asarray(labels, dtype="<u4").tobytes())
+    write_bytes_atomic(path, np.asarray(labels, dtype="<u4").tobytes())
 
 
 def write_voxel_labels(path: Path, labels: np.ndarray) -> None:
@@ -261,12 +253,12 @@ def write_voxel_labels(path: Path, labels: np.ndarray) -> None:
     labels = np.asarray(labels)
     if labels.size != NUM_VOXELS:
         raise ValueError(f"voxel labels need {NUM_VOXELS} values, got {labels.size}")
-    _write_atomic(path, labels.astype("<u2").tobytes())
+    write_bytes_atomic(path, labels.astype("<u2").tobytes())
 
 
 def write_voxel_bits(path: Path, bits: np.ndarray) -> None:
     """Write a packed bit file (``.bin``, ``.invalid``, ``.occluded``) from 0/1 values."""
-    _write_atomic(path, pack_bits(bits))
+    write_bytes_atomic(path, pack_bits(bits))
 
 
 def write_image(path: Path, image: np.ndarray) -> None:
@@ -276,7 +268,7 @@ def write_image(path: Path, image: np.ndarray) -> None:
     ok, buf = cv2.imencode(".png", np.ascontiguousarray(np.asarray(image, np.uint8)[:, :, ::-1]))
     if not ok:
         raise ValueError(f"{path}: PNG encoding failed")
-    _write_atomic(path, buf.tobytes())
+    write_bytes_atomic(path, buf.tobytes())
 
 
 @dataclass(frozen=True)

@@ -464,7 +464,7 @@ def _populate_side(b: _Builder, side: int, bands: list[GroundBand], building_d: 
         s = s0 + rng.uniform(0.0, 4.0)
         d = side * (parking.inner_m + parking.outer_m) / 2
         while s < s1:
-            u = rng.random()
+            rng.random()  # a draw kept so that existing seeds keep their streets
             raw = _vehicle_class(rng, 0.85, 0.93)
             if rng.random() < 0.75:
                 length = _place_vehicle(b, s, d, raw)

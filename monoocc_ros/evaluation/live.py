@@ -352,7 +352,7 @@ def run_live(
     from rclpy.executors import SingleThreadedExecutor
 
     from monoocc_ros.data.bag_io import read_bag_frames
-    from monoocc_ros.evaluation.offline import sha256_file
+    from monoocc_ros.fileio import sha256_file
     from monoocc_ros.evaluation.report import build_report, write_report
 
     bag, out_dir = Path(bag), Path(out_dir)

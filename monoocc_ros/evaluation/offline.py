@@ -18,7 +18,6 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from collections import defaultdict
@@ -28,11 +27,12 @@ from typing import Any
 
 import numpy as np
 
+from monoocc_ros.fileio import sha256_file
 from monoocc_ros.camera import CameraModel
 from monoocc_ros.grid import KITTI_GRID
 from monoocc_ros.labels import EMPTY
 
-__all__ = ["OfflineConfig", "bag_sequence", "checkpoint_info", "evaluate_offline", "run_offline", "sha256_file", "write_render"]
+__all__ = ["OfflineConfig", "bag_sequence", "checkpoint_info", "evaluate_offline", "run_offline", "write_render"]
 
 
 @dataclass(frozen=True)
@@ -59,15 +59,6 @@ class OfflineConfig:
     def __post_init__(self):
         if self.render_every < 0:
             raise ValueError(f"render_every must be >= 0, got {self.render_every}")
-
-
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB blocks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def checkpoint_info(path: Path, ckpt: dict[str, Any]) -> dict[str, Any]:

@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from monoocc_ros.fileio import write_json_atomic
 from monoocc_ros.labels import SEMANTIC_KITTI
 
 __all__ = [
@@ -32,7 +31,6 @@ __all__ = [
     "load_report",
     "markdown_table",
     "plot_class_iou",
-    "write_json",
     "write_report",
 ]
 
@@ -244,22 +242,6 @@ def plot_class_iou(report: Mapping[str, Any], path: Path, *, title: str | None =
     return path
 
 
-def write_json(path: Path, data: Mapping[str, Any]) -> Path:
-    """Write JSON atomically (temp file in the same folder, then ``os.replace``)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=2, allow_nan=False)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
 def write_report(out_dir: Path, report: Mapping[str, Any], *, name: str = "MonoOcc (ours)") -> dict[str, Path]:
     """Write ``metrics.json``, ``table.md`` and ``class_iou.png`` into ``out_dir``.
 
@@ -268,7 +250,7 @@ def write_report(out_dir: Path, report: Mapping[str, Any], *, name: str = "MonoO
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {"json": write_json(out_dir / "metrics.json", report)}
+    paths = {"json": write_json_atomic(out_dir / "metrics.json", report)}
     table = out_dir / "table.md"
     table.write_text(markdown_table([(name, report)]), encoding="utf-8")
     paths["table"] = table

@@ -17,13 +17,12 @@ Example:
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import numpy as np
 
+from monoocc_ros.fileio import write_bytes_atomic
 from monoocc_ros.grid import KITTI_GRID
 from monoocc_ros.labels import SEMANTIC_KITTI
 
@@ -67,17 +66,8 @@ def write_prediction(root: Path, sequence: str, frame: int, labels: np.ndarray) 
             f"{np.unique(labels[(labels < 0) | (labels >= SEMANTIC_KITTI.num_classes)])[:10].tolist()}"
         )
     path = prediction_path(root, sequence, frame)
-    path.parent.mkdir(parents=True, exist_ok=True)
     raw = SEMANTIC_KITTI.to_raw(labels.astype(np.uint8)).astype(PREDICTION_DTYPE).ravel()
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(raw.tobytes())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_bytes_atomic(path, raw.tobytes())
 
 
 def read_prediction(path: Path) -> np.ndarray:

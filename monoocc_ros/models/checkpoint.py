@@ -11,13 +11,12 @@ Saved atomically (temporary file, fsync, ``os.replace``); loaded with ``weights_
 from __future__ import annotations
 
 import dataclasses
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from monoocc_ros.fileio import atomic_write
 from monoocc_ros.models.config import ModelConfig, model_config_from_dict
 
 __all__ = ["SCHEMA", "CheckpointError", "save_checkpoint", "load_checkpoint", "build_model_from_checkpoint", "make_payload"]
@@ -48,23 +47,8 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> Path:
     for key in ("schema", "config_name", "model_config", "model"):
         if key not in payload:
             raise CheckpointError(f"checkpoint payload for {path} lacks required key {key!r}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    with atomic_write(path) as f:
+        torch.save(payload, f)
     return path
 
 

@@ -1,5 +1,9 @@
-"""``monoocc convert-checkpoint``: official MonoOcc-S release -> project checkpoint, or VoxFormer's
-query proposal network -> proposal-network weights; both with a JSON report."""
+"""Model subcommands.
+
+``monoocc convert-checkpoint``: official MonoOcc-S release -> project checkpoint, or VoxFormer's
+query proposal network -> proposal-network weights; both with a JSON report.
+``monoocc export``: the student's inference path to ONNX (and a TensorRT engine ahead of time).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,11 @@ __all__ = ["register"]
 
 
 def register(subparsers) -> None:
+    _register_convert(subparsers)
+    _register_export(subparsers)
+
+
+def _register_convert(subparsers) -> None:
     parser = subparsers.add_parser(
         "convert-checkpoint",
         help="convert an official MonoOcc-S checkpoint (mmcv) into a monoocc_ros checkpoint",
@@ -49,4 +58,54 @@ def _run(args: argparse.Namespace) -> int:
         f"{len(report.unused)} unused; ICA {'on' if report.ica_trained else 'off (never trained)'}, "
         f"2D decoder {'present' if report.sem_decoder_present else 'absent'}; flags in config: {report.flags_from_config}"
     )
+    return 0
+
+
+def _register_export(subparsers) -> None:
+    p = subparsers.add_parser(
+        "export",
+        help="export the student's inference path to ONNX (and optionally a TensorRT engine)",
+        description="Export the student's inference path (labels [+ confidence]) to ONNX for a fixed image size; "
+        "optionally build a TensorRT engine from it ahead of time.",
+    )
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", type=Path, help="project checkpoint to export")
+    source.add_argument("--config", help="export a randomly initialised model of this config (benchmarks)")
+    p.add_argument("--output", "-o", type=Path, required=True, help="ONNX file to write")
+    p.add_argument("--image-hw", type=_image_hw, default=(370, 1226), help="input image size HxW (default 370x1226)")
+    p.add_argument("--confidence", action="store_true", help="also output per-voxel confidence")
+    p.add_argument("--tensorrt", type=Path, default=None, help="also build this TensorRT engine (needs tensorrt)")
+    p.add_argument("--fp32", action="store_true", help="TensorRT engine in fp32 instead of fp16")
+    p.set_defaults(func=_run_export)
+
+
+def _image_hw(text: str) -> tuple[int, int]:
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"must look like 370x1226 (HxW), got {text!r}") from exc
+    return h, w
+
+
+def _run_export(args: argparse.Namespace) -> int:
+    import torch
+
+    from monoocc_ros.export import build_tensorrt_engine, export_onnx
+    from monoocc_ros.models.checkpoint import build_model_from_checkpoint, load_checkpoint
+    from monoocc_ros.models.config import get_model_config
+    from monoocc_ros.models.monoocc import MonoOccStudent
+
+    if args.checkpoint is not None:
+        ckpt = load_checkpoint(args.checkpoint)
+        model, _ = build_model_from_checkpoint(ckpt)
+        name = ckpt.get("config_name", "")
+    else:
+        name = args.config
+        torch.manual_seed(0)
+        model = MonoOccStudent(get_model_config(name))
+    out = export_onnx(model, args.output, image_hw=args.image_hw, with_confidence=args.confidence, config_name=name)
+    print(f"wrote {out}")
+    if args.tensorrt is not None:
+        engine = build_tensorrt_engine(out, args.tensorrt, fp16=not args.fp32)
+        print(f"wrote {engine}")
     return 0

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from monoocc_ros.models import MonoOccStudent, get_model_config
+from monoocc_ros.models.config import get_model_config
+from monoocc_ros.models.monoocc import MonoOccStudent
 from monoocc_ros.models.checkpoint import (
     CheckpointError,
     build_model_from_checkpoint,

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from monoocc_ros.losses import MonoOccLoss
-from monoocc_ros.models import MODEL_CONFIGS, MonoOccStudent, get_model_config, model_config_from_dict
+from monoocc_ros.models.config import MODEL_CONFIGS, get_model_config, model_config_from_dict
 from monoocc_ros.models.heads import OccupancyHead
-from monoocc_ros.models.monoocc import count_parameters, lidar2img_from
+from monoocc_ros.models.monoocc import MonoOccStudent, count_parameters, lidar2img_from
 from monoocc_ros.models.trunk import load_torchvision_state_dict, resnet
 from monoocc_ros.models.voxel_transformer import (
     DeformCrossAttention,

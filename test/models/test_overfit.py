@@ -10,8 +10,8 @@ import torch
 from monoocc_ros.labels import IGNORE
 from monoocc_ros.losses import MonoOccLoss
 from monoocc_ros.metrics import SSCMetrics
-from monoocc_ros.models import MonoOccStudent, get_model_config
-from monoocc_ros.models.config import ProposalConfig, SemDecoderConfig
+from monoocc_ros.models.config import ProposalConfig, SemDecoderConfig, get_model_config
+from monoocc_ros.models.monoocc import MonoOccStudent
 from monoocc_ros.predictor import Predictor
 
 MAX_STEPS = 40

@@ -241,7 +241,8 @@ def _voxformer_qpn_state(g: torch.Generator) -> dict[str, torch.Tensor]:
 
 
 def test_voxformer_qpn_converts_and_loads(tmp_path):
-    from monoocc_ros.models import MonoOccStudent, get_model_config
+    from monoocc_ros.models.config import get_model_config
+    from monoocc_ros.models.monoocc import MonoOccStudent
     from monoocc_ros.models.weights import convert_voxformer_qpn, load_qpn_weights
 
     state = _voxformer_qpn_state(torch.Generator().manual_seed(3))

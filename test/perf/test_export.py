@@ -93,11 +93,11 @@ def test_metadata_missing_is_a_clear_error(tmp_path):
 
 
 def test_export_cli_parses():
-    from monoocc_ros.export import register
+    from monoocc_ros.models.commands import register
 
     parser = argparse.ArgumentParser()
     register(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["export", "--config", "tiny", "-o", "x.onnx", "--image-hw", "96x320", "--confidence"])
-    assert args.config == "tiny" and args.image_hw == "96x320" and args.confidence and callable(args.func)
+    assert args.config == "tiny" and args.image_hw == (96, 320) and args.confidence and callable(args.func)
     with pytest.raises(SystemExit):
         parser.parse_args(["export", "-o", "x.onnx"])  # needs --checkpoint or --config
