@@ -135,7 +135,8 @@ class Predictor:
         model = self._require_model()
         timings: dict[str, float] = {}
         start = time.perf_counter()
-        img = torch.from_numpy(np.ascontiguousarray(image)).to(self.device)
+        # Bag readers hand out read-only buffers; torch needs a writable one (copied only then).
+        img = torch.from_numpy(np.require(image, requirements=["C", "W"])).to(self.device)
         # (H, W, 3) uint8 -> (1, 3, H, W) float in [0, 1]
         img = img.permute(2, 0, 1)[None].float().div_(255.0)
         if self.channels_last:

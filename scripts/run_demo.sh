@@ -2,7 +2,7 @@
 # `make demo`: the whole product on generated data, with the same commands a user types.
 #   1. two synthetic streets in the SemanticKITTI layout (train: sequence 00, held out: 08)
 #   2. both converted to rosbag2 (MCAP)
-#   3. a tiny student trained on 00 for a few minutes (reused when already trained)
+#   3. a tiny student (tiny_per_voxel) trained on 00 for a few minutes (reused when already trained)
 #   4. the node started on the student; the held-out bag replayed into it over real DDS at its
 #      recorded rate; the node's output scored live (rate, latency, drops, SSC metrics)
 #   5. offline evaluation of the same bag with rendered PNGs (image | prediction | ground truth)
@@ -50,10 +50,10 @@ CKPT="$OUT/student/last.pt"
 if [ -f "$OUT/student/done" ]; then
   echo "reusing $CKPT"
 else
-  monoocc train student student_tiny.yaml --resume \
+  monoocc train student student_tiny.yaml --resume --set model=tiny_per_voxel \
     --set data.train_bags="$OUT/bags/00" --set data.val_bags="$OUT/bags/08" \
     --set data.image_scale=1.0 --set distill.mode=off \
-    --set epochs=100 --set max_steps="$TRAIN_STEPS" --set optim.warmup_iters=5 --set optim.lr=2e-3 \
+    --set epochs=100 --set max_steps="$TRAIN_STEPS" --set optim.warmup_iters=5 --set optim.lr=1e-2 \
     --set validate=false --set checkpoint_every=10 --set log_every=5 --set out_dir="$OUT/student"
   touch "$OUT/student/done"
 fi
@@ -65,19 +65,30 @@ from monoocc_ros.camera import kitti_camera_from_calib
 from monoocc_ros.data.kitti import read_calib
 calib = read_calib(sys.argv[1])
 _, T = kitti_camera_from_calib(calib["P2"], calib["Tr"])
-print("[" + ", ".join(f"{v:.9g}" for v in T.ravel()) + "]")
+print("[" + ", ".join(repr(float(v)) for v in T.ravel()) + "]")  # doubles only: ROS refuses mixed lists
 EOF
 )"
 python -m monoocc_ros.ros.node --ros-args --params-file config/monoocc.yaml \
-  -p checkpoint_path:="$CKPT" -p config_name:=tiny -p device:=cpu -p precision:=fp32 -p input_qos:=reliable \
+  -p checkpoint_path:="$CKPT" -p config_name:=tiny_per_voxel -p device:=cpu -p precision:=fp32 -p input_qos:=reliable \
   -p "warmup_image_size:=[${IMAGE_SIZE[0]}, ${IMAGE_SIZE[1]}]" \
   -p "static_T_cam_grid.matrix:=$T_CAM_GRID" \
   -r __node:=monoocc_node -r "~/input/image:=/camera/image_raw" -r "~/input/camera_info:=/camera/camera_info" \
   >"$OUT/node.log" 2>&1 &
 NODE_PID=$!
 trap 'kill -INT $NODE_PID 2>/dev/null || true' EXIT
+sleep 3
+if ! kill -0 "$NODE_PID" 2>/dev/null; then
+  cat "$OUT/node.log" >&2
+  echo "run_demo: the node exited at start-up (log above, also in $OUT/node.log)" >&2
+  exit 1
+fi
 monoocc eval "$OUT/bags/08" --live --replay --rate 1.0 --checkpoint "$CKPT" --out "$OUT/live" --start-timeout 120
-kill -INT "$NODE_PID" && wait "$NODE_PID" || true
+if ! kill -INT "$NODE_PID" 2>/dev/null; then
+  cat "$OUT/node.log" >&2
+  echo "run_demo: the node died during the replay (log above)" >&2
+  exit 1
+fi
+wait "$NODE_PID" || true
 trap - EXIT
 
 step "5/5 offline evaluation with renders"

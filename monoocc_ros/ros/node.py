@@ -24,6 +24,7 @@ from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.clock import Clock, ClockType
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
@@ -384,7 +385,12 @@ class MonoOccNode(LifecycleNode):
 
 def main(args: list[str] | None = None) -> int:
     """Entry point: ``monoocc_node``; Ctrl-C shuts down cleanly with exit code 0."""
-    rclpy.init(args=args)
+    try:
+        rclpy.init(args=args)
+    except _rclpy.RCLError as err:
+        # Malformed --ros-args (e.g. a parameter override of mixed types) land here.
+        print(f"monoocc_node: invalid ROS arguments: {err}", file=sys.stderr)
+        return 2
     node = None
     executor = MultiThreadedExecutor()
     code = 0

@@ -342,6 +342,16 @@ def test_deactivate_frees_the_model_and_activate_resumes(harness):
     assert harness.wait(lambda: any(_stamp_ns(g.header) == stamp_ns for g in harness.grids), WAIT_S)
 
 
+def test_malformed_ros_arguments_give_a_clear_error(ros_domain):
+    # A 4x4 matrix written with integers (..., 0, 0, 0, 1) mixes types: rcl refuses the override.
+    env = dict(os.environ, ROS_DOMAIN_ID=str(ros_domain))
+    cmd = [sys.executable, "-m", "monoocc_ros.ros.node", "--ros-args", "-p", "static_T_cam_grid.matrix:=[0.5, 1]"]
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "invalid ROS arguments" in proc.stderr and "static_T_cam_grid.matrix" in proc.stderr
+    assert "Traceback" not in proc.stdout + proc.stderr
+
+
 def test_ctrl_c_exits_cleanly_without_traceback(ros_domain, tiny_checkpoint):
     env = dict(os.environ, ROS_DOMAIN_ID=str(ros_domain), PYTHONUNBUFFERED="1")
     cmd = [
