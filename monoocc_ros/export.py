@@ -36,7 +36,7 @@ from monoocc_ros.models.deform_attn import deformable_attention
 from monoocc_ros.models.monoocc import MonoOccStudent, lidar2img_from
 from monoocc_ros.models.proposals import depth_lift_index
 from monoocc_ros.models.voxel_transformer import CrossAttentionLayer, DeformableSampler, project_voxels
-from monoocc_ros.predictor import Prediction, Predictor
+from monoocc_ros.predictor import Prediction, Predictor, run_warmup, warmup_camera
 
 __all__ = [
     "InferenceGraph",
@@ -210,14 +210,6 @@ def compute_geometry(cfg: ModelConfig, K: np.ndarray, T_cam_grid: np.ndarray, im
     )
 
 
-def _default_camera(image_hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    h, w = image_hw
-    K = np.array([[0.6 * w, 0, w / 2], [0, 0.6 * w, h / 2], [0, 0, 1]], dtype=np.float64)
-    # velodyne (x fwd, y left, z up) -> optical (x right, y down, z fwd)
-    T = np.array([[0, -1, 0, 0], [0, 0, -1, 0], [1, 0, 0, 0], [0, 0, 0, 1]], dtype=np.float64)
-    return K, T
-
-
 def export_onnx(model: MonoOccStudent, path: Path, *, image_hw: tuple[int, int], with_confidence: bool = False,
                 config_name: str = "", opset: int = ONNX_OPSET) -> Path:
     """Export the inference path of ``model`` for images of exactly ``image_hw`` to ONNX.
@@ -235,7 +227,7 @@ def export_onnx(model: MonoOccStudent, path: Path, *, image_hw: tuple[int, int],
     image = torch.rand(1, 3, h, w)
     with torch.no_grad():
         feature_hw = tuple(model.image_features(image).shape[2:])
-    K, T = _default_camera(image_hw)
+    K, T = warmup_camera(image_hw)
     geometry = compute_geometry(model.cfg, K, T, image_hw, feature_hw)
     # trace with every voxel visible so no query set is empty while tracing: an empty set
     # would bake zero-length shapes into the graph
@@ -362,10 +354,7 @@ class OnnxPredictor:
 
     def warmup(self, image_hw: tuple[int, int] | None = None, iterations: int = 1) -> None:
         """Run dummy frames (of the exported size) so allocations are done before real ones."""
-        hw = tuple(image_hw or self.image_hw)
-        K, T = _default_camera(hw)
-        for _ in range(iterations):
-            self.predict(np.zeros((*hw, 3), np.uint8), K, T)
+        run_warmup(self, tuple(image_hw or self.image_hw), iterations)
 
     def release(self) -> None:
         self.session = None
@@ -476,10 +465,8 @@ class TensorRTPredictor:
         return Prediction(labels=outputs["labels"].cpu().numpy(), confidence=conf, timings_ms=timings)
 
     def warmup(self, image_hw: tuple[int, int] | None = None, iterations: int = 1) -> None:
-        hw = tuple(image_hw or self.image_hw)
-        K, T = _default_camera(hw)
-        for _ in range(iterations):
-            self.predict(np.zeros((*hw, 3), np.uint8), K, T)
+        """Run dummy frames (of the exported size) so allocations are done before real ones."""
+        run_warmup(self, tuple(image_hw or self.image_hw), iterations)
 
     def release(self) -> None:
         self.context = None

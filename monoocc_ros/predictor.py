@@ -157,16 +157,27 @@ class Predictor:
 
     def warmup(self, image_hw: tuple[int, int], iterations: int = 1) -> None:
         """Run dummy frames of size (H, W) so kernels and allocators are ready."""
-        h, w = image_hw
-        K = np.array([[0.6 * w, 0, w / 2], [0, 0.6 * w, h / 2], [0, 0, 1]], dtype=np.float64)
-        # velodyne (x fwd, y left, z up) -> optical (x right, y down, z fwd)
-        T = np.array([[0, -1, 0, 0], [0, 0, -1, 0], [1, 0, 0, 0], [0, 0, 0, 1]], dtype=np.float64)
-        image = np.zeros((h, w, 3), dtype=np.uint8)
-        for _ in range(iterations):
-            self.predict(image, K, T)
+        run_warmup(self, image_hw, iterations)
 
     def release(self) -> None:
         """Drop the model and free cached device memory."""
         self.model = None
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
+
+
+def warmup_camera(image_hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """A plausible camera for dummy frames: K (3, 3) with a 0.6 W focal length, T_cam_grid (4, 4)."""
+    h, w = image_hw
+    K = np.array([[0.6 * w, 0, w / 2], [0, 0.6 * w, h / 2], [0, 0, 1]], dtype=np.float64)
+    # velodyne (x fwd, y left, z up) -> optical (x right, y down, z fwd)
+    T = np.array([[0, -1, 0, 0], [0, 0, -1, 0], [1, 0, 0, 0], [0, 0, 0, 1]], dtype=np.float64)
+    return K, T
+
+
+def run_warmup(predictor, image_hw: tuple[int, int], iterations: int) -> None:
+    """``iterations`` black frames of (H, W) through anything with ``predict(image, K, T)``."""
+    K, T = warmup_camera(image_hw)
+    image = np.zeros((*image_hw, 3), dtype=np.uint8)
+    for _ in range(iterations):
+        predictor.predict(image, K, T)

@@ -93,33 +93,33 @@ class ConversionReport:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
 
 
+# FFN and post-norms: the same in every official transformer layer.
+_FFN_NORM_PAIRS = {"ffns.0.layers.0.0": "ffn.fc1", "ffns.0.layers.1": "ffn.fc2", "norms.0": "norm1", "norms.1": "norm2"}
+
+
+def _layer_table(src: str, dst: str, attention_pairs: dict[str, str]) -> dict[str, str]:
+    pairs = attention_pairs | _FFN_NORM_PAIRS
+    return {f"{src}.{a}.{p}": f"{dst}.{b}.{p}" for a, b in pairs.items() for p in ("weight", "bias")}
+
+
 def _attention_layer_table(src: str, dst: str) -> dict[str, str]:
     """DCA/ICA layer: official (mmcv BaseTransformerLayer) -> project names, weights and biases."""
-    pairs = {
+    return _layer_table(src, dst, {
         "attentions.0.deformable_attention.sampling_offsets": "attn.deformable_attention.sampling_offsets",
         "attentions.0.deformable_attention.attention_weights": "attn.deformable_attention.attention_weights",
         "attentions.0.deformable_attention.value_proj": "attn.deformable_attention.value_proj",
         "attentions.0.output_proj": "attn.output_proj",
-        "ffns.0.layers.0.0": "ffn.fc1",
-        "ffns.0.layers.1": "ffn.fc2",
-        "norms.0": "norm1",
-        "norms.1": "norm2",
-    }
-    return {f"{src}.{a}.{p}": f"{dst}.{b}.{p}" for a, b in pairs.items() for p in ("weight", "bias")}
+    })  # fmt: skip
 
 
 def _self_attention_layer_table(src: str, dst: str) -> dict[str, str]:
-    pairs = {
+    """DSA layer: official names -> project names."""
+    return _layer_table(src, dst, {
         "attentions.0.sampling_offsets": "attn.sampling_offsets",
         "attentions.0.attention_weights": "attn.attention_weights",
         "attentions.0.value_proj": "attn.value_proj",
         "attentions.0.output_proj": "attn.output_proj",
-        "ffns.0.layers.0.0": "ffn.fc1",
-        "ffns.0.layers.1": "ffn.fc2",
-        "norms.0": "norm1",
-        "norms.1": "norm2",
-    }
-    return {f"{src}.{a}.{p}": f"{dst}.{b}.{p}" for a, b in pairs.items() for p in ("weight", "bias")}
+    })  # fmt: skip
 
 
 def official_key_table(cfg: ModelConfig, *, sem_decoder: bool) -> dict[str, str]:
