@@ -14,4 +14,4 @@ bench: setup
 	@bash -c '. scripts/env.sh && monoocc bench'
 
 clean:
-	rm -rf build install log .stamps demo_out
+	rm -rf build install log .stamps .cache demo_out

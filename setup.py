@@ -42,7 +42,8 @@ ROS = [
     "colcon-common-extensions==0.3.0",
 ]
 
-DEV = ["pytest==9.2.0"]
+# pytest 9.2 silently breaks xdist --dist loadgroup (pytest-xdist#1386)
+DEV = ["pytest==9.1.1", "pytest-xdist==3.8.0"]
 
 setup(
     name="monoocc_ros",

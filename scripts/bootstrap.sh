@@ -9,7 +9,8 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 VENV="$ROOT/.venv"
 STAMPS="$ROOT/.stamps"
-APT_PACKAGES=(libusb-1.0-0 libvulkan1 mesa-vulkan-drivers libgl1 libegl1 libgomp1)
+# libtcmalloc-minimal4: see env.sh
+APT_PACKAGES=(libusb-1.0-0 libvulkan1 mesa-vulkan-drivers libgl1 libegl1 libgomp1 libtcmalloc-minimal4)
 
 say() { printf '\033[1m[bootstrap]\033[0m %s\n' "$*"; }
 die() { printf '\033[1;31m[bootstrap] error:\033[0m %s\n' "$*" >&2; exit 1; }

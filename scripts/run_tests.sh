@@ -10,7 +10,9 @@ set -u
 # A fresh DDS domain per run keeps concurrent runs on one machine apart.
 export ROS_DOMAIN_ID="${ROS_DOMAIN_ID:-$(( ($$ % 100) + 1 ))}"
 set +e
-python -m pytest "$@"
+# One worker per core (-n 0 on the command line runs in this process instead); tests marked
+# xdist_group share an expensive fixture and go to the same worker.
+python -m pytest -n "${MONOOCC_TEST_WORKERS:-auto}" --dist loadgroup "$@"
 rc=$?
 set -e
 if [ "$rc" -eq 5 ]; then

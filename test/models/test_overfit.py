@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+import pytest
 import torch
 
 from monoocc_ros.labels import IGNORE
@@ -17,7 +18,7 @@ from monoocc_ros.predictor import Predictor
 MAX_STEPS = 40
 TARGET_MIOU = 0.8
 LR = 1.5e-2
-QUERY_LR = 0.2
+QUERY_LR = 0.5
 # the official per-voxel query table (tiny defaults to factorised queries to stay small) memorises fastest
 QUERY_EMBEDDING = "per_voxel"
 
@@ -30,6 +31,7 @@ def _present_miou(pred: np.ndarray, gt: np.ndarray) -> float:
     return float(np.mean(scores.iou[present]))
 
 
+@pytest.mark.slow
 def test_tiny_overfits_one_scene(box_scene):
     torch.manual_seed(0)
     base = get_model_config("tiny")
@@ -60,7 +62,7 @@ def test_tiny_overfits_one_scene(box_scene):
         opt.step()
         pred = out["ssc_logits"].detach().argmax(1)[0].to(torch.uint8).numpy()
         history.append(round(_present_miou(pred, gt), 3))
-        if history[-1] >= TARGET_MIOU + 0.03:
+        if history[-1] >= TARGET_MIOU + 0.01:
             break
     predicted = Predictor(model).predict(box_scene["image"], box_scene["K"], box_scene["T_cam_grid"])
     final = _present_miou(predicted.labels, gt)

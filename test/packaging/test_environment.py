@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import venv
 from pathlib import Path
@@ -43,32 +46,51 @@ def clean_env() -> dict[str, str]:
     return env
 
 
-@pytest.mark.slow
-def test_pip_install_without_ros_gives_core_and_cli(tmp_path):
-    project = copy_project(tmp_path / "project")
-    env_dir = tmp_path / "venv"
-    venv.create(env_dir, with_pip=True)
-    py = env_dir / "bin" / "python"
+# Like tox: the pip-only venv is made from scratch whenever the dependencies (setup.py) or the
+# interpreter change, and reused otherwise; unpacking 2.3 GB of wheels again proves nothing new.
+PIP_ONLY_VENV = REPO / ".cache" / "pip-only-venv"
+DEPS_STAMP = PIP_ONLY_VENV / "monoocc-deps.sha256"
+
+
+def deps_key() -> str:
+    return hashlib.sha256((REPO / "setup.py").read_bytes() + sys.version.encode()).hexdigest()
+
+
+def pip_install_in_pip_only_venv(project: Path) -> Path:
+    """``pip install -e project`` in a venv made by ``venv`` + pip only; returns the venv."""
+    if not (DEPS_STAMP.is_file() and DEPS_STAMP.read_text() == deps_key()):
+        shutil.rmtree(PIP_ONLY_VENV, ignore_errors=True)
+        venv.create(PIP_ONLY_VENV, with_pip=True)
     install = subprocess.run(
-        [str(py), "-m", "pip", "install", "-q", "-e", str(project)],
+        [str(PIP_ONLY_VENV / "bin" / "python"), "-m", "pip", "install", "-q", "-e", str(project)],
         capture_output=True, text=True, timeout=900, env=clean_env(),
     )
     assert install.returncode == 0, install.stderr[-3000:]
-    check = subprocess.run(
-        [str(py), "-c",
-         "import importlib.util, monoocc_ros.grid, monoocc_ros.camera, monoocc_ros.labels;"
-         "assert importlib.util.find_spec('rclpy') is None, 'ROS leaked into the venv';"
-         "print(monoocc_ros.grid.KITTI_GRID.num_voxels)"],
-        capture_output=True, text=True, timeout=120, env=clean_env(), cwd=tmp_path,
-    )
-    assert check.returncode == 0, check.stderr
-    assert check.stdout.strip() == "2097152"
-    helped = subprocess.run(
-        [str(env_dir / "bin" / "monoocc"), "--help"],
-        capture_output=True, text=True, timeout=120, env=clean_env(), cwd=tmp_path,
-    )
-    assert helped.returncode == 0, helped.stderr
-    assert "usage: monoocc" in helped.stdout
+    DEPS_STAMP.write_text(deps_key())
+    return PIP_ONLY_VENV
+
+
+def test_pip_install_without_ros_gives_core_and_cli(tmp_path):
+    project = copy_project(tmp_path / "project")
+    PIP_ONLY_VENV.parent.mkdir(exist_ok=True)
+    with open(PIP_ONLY_VENV.parent / "pip-only-venv.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # two test runs on one machine share the venv
+        env_dir = pip_install_in_pip_only_venv(project)
+        check = subprocess.run(
+            [str(env_dir / "bin" / "python"), "-c",
+             "import importlib.util, monoocc_ros.grid, monoocc_ros.camera, monoocc_ros.labels;"
+             "assert importlib.util.find_spec('rclpy') is None, 'ROS leaked into the venv';"
+             "print(monoocc_ros.grid.KITTI_GRID.num_voxels)"],
+            capture_output=True, text=True, timeout=120, env=clean_env(), cwd=tmp_path,
+        )
+        assert check.returncode == 0, check.stderr
+        assert check.stdout.strip() == "2097152"
+        helped = subprocess.run(
+            [str(env_dir / "bin" / "monoocc"), "--help"],
+            capture_output=True, text=True, timeout=120, env=clean_env(), cwd=tmp_path,
+        )
+        assert helped.returncode == 0, helped.stderr
+        assert "usage: monoocc" in helped.stdout
 
 
 def assert_clear_failure(result, *needles: str):

@@ -7,6 +7,9 @@ import argparse
 import numpy as np
 import pytest
 
+# one worker exports the model once for all these tests
+pytestmark = pytest.mark.xdist_group("tiny_onnx")
+
 
 def test_onnx_labels_match_eager_fp32(tiny_onnx, small_frame, tiny_reference):
     from monoocc_ros.export import OnnxPredictor
