@@ -2,7 +2,7 @@
 # `make demo`: the whole product on generated data, with the same commands a user types.
 #   1. two synthetic streets in the SemanticKITTI layout (train: sequence 00, held out: 08)
 #   2. both converted to rosbag2 (MCAP)
-#   3. a tiny student (tiny_per_voxel) trained on 00 for a few minutes (reused when already trained)
+#   3. a tiny student (tiny_per_voxel) trained on 00 for a minute or two (reused when already trained)
 #   4. the node started on the student; the held-out bag replayed into it over real DDS at its
 #      recorded rate; the node's output scored live (rate, latency, drops, SSC metrics)
 #   5. offline evaluation of the same bag with rendered PNGs (image | prediction | ground truth)
@@ -18,7 +18,7 @@ set -u
 OUT="${DEMO_OUT:-$ROOT/demo_out}"
 TRAIN_FRAMES="${DEMO_TRAIN_FRAMES:-40}"
 EVAL_FRAMES="${DEMO_EVAL_FRAMES:-20}"
-TRAIN_STEPS="${DEMO_TRAIN_STEPS:-50}"  # about 6 s each on 2 CPU cores
+TRAIN_STEPS="${DEMO_TRAIN_STEPS:-50}"  # about 1.7 s each on 2 CPU cores
 IMAGE_SIZE=(185 613)  # half the KITTI size keeps CPU training to minutes
 export ROS_DOMAIN_ID="${ROS_DOMAIN_ID:-$(( ($$ % 100) + 101 ))}"
 mkdir -p "$OUT"

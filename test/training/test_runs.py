@@ -211,12 +211,10 @@ def test_nan_loss_stops_and_keeps_last_checkpoint(synthetic_bag, tmp_path):
 def test_resume_after_sigkill_repeats_losses(synthetic_bag, tmp_path, capfd):
     # 2 frames x 2 epochs, stopped after 3 steps: the resumed part crosses an epoch boundary
     extra = ["data.max_train_frames=2", "checkpoint_every=1", "epochs=2", "max_steps=3"]
-
-    def config(out: Path):
-        return load_train_config(BUILTIN_CONFIG_DIR / "student_tiny.yaml", student_overrides(synthetic_bag, out, None, *extra))
-
     ref = tmp_path / "ref"
-    run_training(config(ref))
+    run_training(
+        load_train_config(BUILTIN_CONFIG_DIR / "student_tiny.yaml", student_overrides(synthetic_bag, ref, None, *extra))
+    )
     reference = read_losses(ref)
     assert sorted(reference) == [1, 2, 3]
 
@@ -236,8 +234,11 @@ def test_resume_after_sigkill_repeats_losses(synthetic_bag, tmp_path, capfd):
     proc.stderr.close()
     killed_at = max(read_losses(out))
     assert killed_at < 3
-    # resuming in this process also shows the RNG state comes from the checkpoint, not the process
-    run_training(config(out), resume=True)
+    # the same command with --resume, run in this process: the RNG state must come from the
+    # checkpoint, since this process has trained before
+    from training.__main__ import main
+
+    assert main(cmd[3:] + ["--resume"]) == 0
     assert "resumed" in capfd.readouterr().err
     got = read_losses(out)
     assert sorted(got) == [1, 2, 3]
