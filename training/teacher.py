@@ -26,16 +26,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor, nn
-from torch.utils.checkpoint import checkpoint
+from torch import Tensor
 
 from monoocc_ros.models.config import ModelConfig, model_config_from_dict
-from monoocc_ros.models.fpn import FPN
-from monoocc_ros.models.heads import OccupancyHead, SemDecoder
-from monoocc_ros.models.monoocc import IMAGENET_MEAN, IMAGENET_STD, lidar2img_from
-from monoocc_ros.models.proposals import MonocularProposals
-from monoocc_ros.models.trunk import RESNET_BLOCKS, ResNet, load_torchvision_state_dict
-from monoocc_ros.models.voxel_transformer import OccupancyBlock
+from monoocc_ros.models.monoocc import OccupancyNetwork, lidar2img_from
+from monoocc_ros.models.trunk import RESNET_BLOCKS, load_torchvision_state_dict
 from training.config import TeacherConfig
 from training.cvt import CrossViewTransformer
 
@@ -44,8 +39,8 @@ __all__ = ["MonoOccTeacher", "load_teacher", "teacher_checkpoint_meta", "TEACHER
 TEACHER_ROLE = "teacher"
 
 
-class MonoOccTeacher(nn.Module):
-    """Multi-frame privileged MonoOcc branch.
+class MonoOccTeacher(OccupancyNetwork):
+    """Multi-frame privileged MonoOcc branch: the student's parts on a deeper trunk, plus the CVT.
 
     Args:
         model_cfg: the student-sized base config (voxel stage, head, proposals, trunk width).
@@ -54,40 +49,16 @@ class MonoOccTeacher(nn.Module):
     """
 
     def __init__(self, model_cfg: ModelConfig, teacher_cfg: TeacherConfig):
-        super().__init__()
         if model_cfg.proposal.mode == "external":
             raise ValueError('the teacher makes its own queries; proposal mode "external" is not supported')
-        self.cfg = model_cfg
+        trunk = dataclasses.replace(model_cfg.trunk, blocks=RESNET_BLOCKS[teacher_cfg.backbone_depth])
+        super().__init__(dataclasses.replace(model_cfg, trunk=trunk))
         self.teacher_cfg = teacher_cfg
-        c = model_cfg.voxel.embed_dim
-        stages = model_cfg.trunk.num_stages
-        self.backbone = ResNet(
-            RESNET_BLOCKS[teacher_cfg.backbone_depth][:stages],
-            model_cfg.trunk.base_width,
-            model_cfg.trunk.frozen_stages,
+        # the deeper trunk runs on every view: its activations are what checkpointing saves most on
+        self.backbone.gradient_checkpointing = model_cfg.voxel.gradient_checkpointing
+        self.cvt = CrossViewTransformer(
+            model_cfg.voxel.embed_dim, teacher_cfg.cvt_layers, teacher_cfg.cvt_splits, teacher_cfg.cvt_ffn_expansion
         )
-        self.neck = FPN(self.backbone.out_channels, model_cfg.neck.out_channels)
-        self.cvt = CrossViewTransformer(c, teacher_cfg.cvt_layers, teacher_cfg.cvt_splits, teacher_cfg.cvt_ffn_expansion)
-        self.proposals = (
-            MonocularProposals(c, model_cfg.proposal) if model_cfg.proposal.mode == "monocular" else None
-        )
-        self.occupancy = OccupancyBlock(model_cfg.voxel)
-        self.head = OccupancyHead(c, model_cfg.head.num_classes, model_cfg.head.chunk_x)
-        self.sem_decoder = SemDecoder(c, model_cfg.head.num_classes) if model_cfg.sem_decoder.enabled else None
-        self.register_buffer("pixel_mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("pixel_std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
-
-    def _trunk(self, x: Tensor) -> Tensor:
-        x = (x - self.pixel_mean) / self.pixel_std
-        b = self.backbone
-        x = b.maxpool(b.relu(b.bn1(b.conv1(x))))
-        for name in b.stage_names:
-            stage = getattr(b, name)
-            if self.cfg.voxel.gradient_checkpointing and self.training and torch.is_grad_enabled():
-                x = checkpoint(stage, x, use_reentrant=False)
-            else:
-                x = stage(x)
-        return x
 
     def forward(
         self,
@@ -120,7 +91,7 @@ class MonoOccTeacher(nn.Module):
             raise ValueError(f"temporal_T_cam_grid must be ({B}, {T}, 4, 4), got {tuple(temporal_T_cam_grid.shape)}")
         views = torch.cat([image[:, None], temporal_images.to(image.dtype)], 1)  # (B, V, 3, H, W)
         V = views.shape[1]
-        feats = self.neck(self._trunk(views.flatten(0, 1)))  # (B*V, C, Hf, Wf)
+        feats = self.image_features(views.flatten(0, 1))  # (B*V, C, Hf, Wf)
         feats = feats.view(B, V, *feats.shape[1:])
         poses = torch.cat([T_cam_grid[:, None], temporal_T_cam_grid], 1).to(torch.float32)  # (B, V, 4, 4)
         lidar2img = lidar2img_from(K.to(torch.float32)[:, None].expand(B, V, 3, 3), poses)

@@ -22,7 +22,7 @@ from monoocc_ros.models.proposals import MonocularProposals
 from monoocc_ros.models.trunk import FrozenBatchNorm2d, ResNet
 from monoocc_ros.models.voxel_transformer import OccupancyBlock, stage_timer
 
-__all__ = ["MonoOccStudent", "lidar2img_from", "count_parameters", "IMAGENET_MEAN", "IMAGENET_STD"]
+__all__ = ["OccupancyNetwork", "MonoOccStudent", "lidar2img_from", "count_parameters", "IMAGENET_MEAN", "IMAGENET_STD"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -45,8 +45,9 @@ def count_parameters(module: nn.Module) -> int:
     return n
 
 
-class MonoOccStudent(nn.Module):
-    """MonoOcc student. See :meth:`forward` for inputs and outputs."""
+class OccupancyNetwork(nn.Module):
+    """The parts the student and the privileged teacher share: trunk, FPN neck, monocular
+    proposals, occupancy block, occupancy head and 2D semantic decoder (built from ``cfg``)."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -64,6 +65,10 @@ class MonoOccStudent(nn.Module):
     def image_features(self, image: Tensor) -> Tensor:
         """(B, 3, H, W) RGB in [0, 1] -> (B, C, H/16, W/16) FPN features (ImageNet-normalised inside)."""
         return self.neck(self.backbone((image - self.pixel_mean) / self.pixel_std))
+
+
+class MonoOccStudent(OccupancyNetwork):
+    """MonoOcc student. See :meth:`forward` for inputs and outputs."""
 
     def encode(
         self,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 __all__ = ["FrozenBatchNorm2d", "Bottleneck", "ResNet", "resnet", "load_torchvision_state_dict", "RESNET_BLOCKS"]
 
@@ -85,6 +86,9 @@ class ResNet(nn.Module):
         base_width: stem / layer1 width (64 in torchvision).
         frozen_stages: 0 = nothing frozen, 1 = stem + layer1, k = stem + layer1..layerk.
 
+    Attributes:
+        gradient_checkpointing: in training, recompute the stages in backward (off by default).
+
     Shapes:
         input (B, 3, H, W) normalised image -> (B, base_width * 2**(S-1) * 4, H/stride, W/stride),
         stride = 4 * 2**(S-1) for S = len(blocks).
@@ -112,6 +116,7 @@ class ResNet(nn.Module):
         self.out_channels = in_ch
         self.stride = 4 * 2 ** (len(blocks) - 1)
         self.frozen_stages = frozen_stages
+        self.gradient_checkpointing = False
         self._freeze()
 
     def _freeze(self) -> None:
@@ -125,7 +130,12 @@ class ResNet(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         for name in self.stage_names:
-            x = getattr(self, name)(x)
+            stage = getattr(self, name)
+            if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
+                # recompute each stage in backward instead of keeping its activations
+                x = checkpoint(stage, x, use_reentrant=False)
+            else:
+                x = stage(x)
         return x
 
 
