@@ -26,7 +26,8 @@ from monoocc_ros.camera import kitti_camera_from_calib
 from monoocc_ros.data.converter import convert_sequence
 from monoocc_ros.data.kitti import read_calib
 from monoocc_ros.data.scene import SceneConfig, generate_sequence
-from monoocc_ros.evaluation.live import LiveConfig, run_live
+from monoocc_ros.evaluation.live import LiveConfig
+from monoocc_ros.ros.live_eval import run_live
 from monoocc_ros.models.checkpoint import make_payload, save_checkpoint
 from monoocc_ros.models.config import get_model_config
 from monoocc_ros.models.monoocc import MonoOccStudent

@@ -133,7 +133,8 @@ def _run_offline(args: argparse.Namespace):
 
 
 def _run_live(args: argparse.Namespace):
-    from monoocc_ros.evaluation.live import LiveConfig, run_live
+    from monoocc_ros.evaluation.live import LiveConfig
+    from monoocc_ros.ros.live_eval import run_live
 
     if args.export_submission is not None or args.render_every:
         return _fail("--export-submission and --render-every need offline evaluation (drop --live)")

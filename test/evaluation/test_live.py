@@ -13,7 +13,8 @@ import pytest
 import rclpy
 
 from monoocc_ros.data.bag_io import read_bag_frames
-from monoocc_ros.evaluation.live import LiveConfig, run_live
+from monoocc_ros.evaluation.live import LiveConfig
+from monoocc_ros.ros.live_eval import run_live
 
 REPLAY_RATE = 1.0
 # The node runs here without launch-file remaps, so it listens on its private input topics.
