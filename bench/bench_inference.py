@@ -231,7 +231,8 @@ def bench_config(name: str, args, device, frame) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--configs", nargs="+", default=["tiny", "monoocc_s"])
+    parser.add_argument("--configs", nargs="+", default=None,
+                        help="model configs (default: tiny monoocc_s; tiny with --quick)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
     parser.add_argument("--precisions", nargs="+", default=None,
                         help="default: fp32 fp16 bf16 on CUDA, fp32 on CPU")
@@ -243,7 +244,7 @@ def main() -> None:
     parser.add_argument("--onnx", action="store_true", help="also export and measure onnxruntime")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
     parser.add_argument("--quick", action="store_true",
-                        help="CI size: 1 warm-up, 3 repeats, no compile, ONNX at a 96x320 image")
+                        help="CI size: tiny only, 1 warm-up, 3 repeats, no compile, ONNX at a 96x320 image")
     args = parser.parse_args()
 
     import torch
@@ -259,6 +260,9 @@ def main() -> None:
         args.warmup, args.repeats, args.compile, args.cuda_graphs = 1, 3, False, False
         args.image_hw = "96x320"
         args.onnx = True
+    if args.configs is None:
+        # eager monoocc_s takes minutes per frame on a small CPU: not a quick run
+        args.configs = ["tiny"] if args.quick else ["tiny", "monoocc_s"]
     h, w = (int(v) for v in args.image_hw.lower().split("x"))
     image, K, T, source = _frame((h, w))
     frame = (image, K, T)

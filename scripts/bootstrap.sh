@@ -47,8 +47,9 @@ if [ ${#missing[@]} -gt 0 ]; then
   fi
   say "installing Debian packages: ${missing[*]}"
   $SUDO apt-get update -qq || die "apt-get update failed: no network to the Debian registry?"
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null ||
-    die "apt-get install ${missing[*]} failed."
+  # apt's chatter (debconf notes) goes to the log; it is shown only when the install fails
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" \
+    >"$STAMPS/apt.log" 2>&1 || { tail -n 20 "$STAMPS/apt.log" >&2; die "apt-get install ${missing[*]} failed (log: $STAMPS/apt.log)."; }
 fi
 
 # --- virtual environment -----------------------------------------------------------------
