@@ -52,8 +52,9 @@ class OccupancyHead(nn.Module):
         scale = (X - 1) / (xo - 1) if xo > 1 else 0.0
         labels = torch.empty(B, xo, 2 * Y, 2 * Z, dtype=torch.uint8, device=x.device)
         conf = torch.empty_like(labels) if with_confidence else None
-        # LayerNorm's affine folded into the classifier so each slab stays channel-first (contiguous)
-        weight = (self.fc.weight * self.norm.weight).to(x.dtype)[:, :, None, None]
+        # LayerNorm's affine folded into the classifier: per slab one layer_norm and one matmul over
+        # channels-last voxel rows, about 5x faster on a CPU than var_mean and a 1x1 conv over NCHW
+        weight = (self.fc.weight * self.norm.weight).t().to(x.dtype)  # (C, K)
         bias = (self.fc.bias + self.fc.weight @ self.norm.bias).to(x.dtype)
         for s in range(0, xo, self.chunk_x):
             o = torch.arange(s, min(s + self.chunk_x, xo), device=x.device, dtype=torch.float64)
@@ -64,12 +65,11 @@ class OccupancyHead(nn.Module):
             slab = x[:, :, lo] * (1 - w) + x[:, :, hi] * w
             n = slab.shape[2]
             # (B, C, n, Y, Z) -> (B*n, C, Y, Z) for the bilinear (y, z) step
-            slab = slab.transpose(1, 2).reshape(B * n, C, Y, Z)
+            slab = slab.transpose(1, 2).reshape(B * n, C, Y, Z).contiguous(memory_format=torch.channels_last)
             slab = F.interpolate(slab, scale_factor=2, mode="bilinear", align_corners=True)
-            var, mean = torch.var_mean(slab, dim=1, keepdim=True, correction=0)
-            slab = (slab - mean) * torch.rsqrt(var + self.norm.eps)
-            # (B*n, C, 2Y, 2Z) -> (B*n, K, 2Y, 2Z)
-            logits = F.conv2d(slab, weight, bias)
+            # channels-last (B*n, C, 2Y, 2Z) -> (B*n*2Y*2Z, C) voxel rows -> (B*n*2Y*2Z, K) logits
+            rows = F.layer_norm(slab.permute(0, 2, 3, 1).reshape(-1, C), (C,), eps=self.norm.eps)
+            logits = torch.addmm(bias, rows, weight)
             if conf is not None:
                 prob, idx = logits.float().softmax(1).max(1)
                 conf[:, s : s + n] = (prob * 255).round().to(torch.uint8).view(B, n, 2 * Y, 2 * Z)
