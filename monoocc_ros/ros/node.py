@@ -108,6 +108,9 @@ class MonoOccNode(LifecycleNode):
         self._subs: list = []
         self._pubs: dict[str, object] = {}
         self._diag_timer = None
+        # destroy_timer does not wait for a diagnostics callback already running on another
+        # executor thread: this lock keeps it from publishing on a publisher being torn down
+        self._diag_lock = threading.Lock()
         self._camera_info: CameraInfo | None = None
         self._pending: tuple[Image | CompressedImage, float] | None = None
         self._slot = threading.Condition()
@@ -218,12 +221,13 @@ class MonoOccNode(LifecycleNode):
         for sub in self._subs:
             self.destroy_subscription(sub)
         self._subs = []
-        if self._diag_timer is not None:
-            self.destroy_timer(self._diag_timer)
-            self._diag_timer = None
-        for pub in self._pubs.values():
-            self.destroy_publisher(pub)
-        self._pubs = {}
+        with self._diag_lock:
+            if self._diag_timer is not None:
+                self.destroy_timer(self._diag_timer)
+                self._diag_timer = None
+            for pub in self._pubs.values():
+                self.destroy_publisher(pub)
+            self._pubs = {}
         with self._slot:
             self._pending = None
         if self.predictor is not None:
@@ -363,9 +367,13 @@ class MonoOccNode(LifecycleNode):
         self.stats.on_processed(processing_ms, latency_ms)
 
     def _publish_diagnostics(self) -> None:
+        with self._diag_lock:
+            pub = self._pubs.get("diagnostics")
+            if self.params is not None and pub is not None:
+                pub.publish(self._diagnostics())
+
+    def _diagnostics(self) -> DiagnosticArray:
         p = self.params
-        if p is None or "diagnostics" not in self._pubs:
-            return
         device_mb = None
         if p.device.startswith("cuda"):
             import torch
@@ -379,8 +387,7 @@ class MonoOccNode(LifecycleNode):
             p.device,
             device_mb,
         )
-        array = DiagnosticArray(header=Header(stamp=self.get_clock().now().to_msg()), status=[status])
-        self._pubs["diagnostics"].publish(array)
+        return DiagnosticArray(header=Header(stamp=self.get_clock().now().to_msg()), status=[status])
 
 
 def main(args: list[str] | None = None) -> int:

@@ -295,6 +295,41 @@ def test_diagnostics_run_on_wall_time_with_use_sim_time_and_no_clock(ros_domain,
         listener.destroy_node()
 
 
+def test_diagnostics_tick_during_deactivate_does_not_raise(ros_domain, tiny_checkpoint):
+    # The diagnostics timer runs on an executor thread while a lifecycle transition tears the
+    # publishers down; an exception there would kill the executor's spin.
+    node = MonoOccNode(
+        node_name="monoocc_diag_race",
+        parameter_overrides=[
+            Parameter("checkpoint_path", value=str(tiny_checkpoint)),
+            Parameter("config_name", value="tiny"),
+            Parameter("warmup_image_size", value=[0, 0]),
+        ],
+    )
+    errors, stop = [], threading.Event()
+
+    def tick():
+        while not stop.is_set():
+            try:
+                node._publish_diagnostics()
+            except Exception as err:  # noqa: BLE001 - what the executor thread would die of
+                errors.append(repr(err))
+
+    ticker = threading.Thread(target=tick, daemon=True)
+    try:
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        ticker.start()
+        for _ in range(5):
+            assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+            time.sleep(0.05)
+            assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
+    finally:
+        stop.set()
+        ticker.join(timeout=10)
+        node.destroy_node()
+    assert errors == []
+
+
 def test_burst_of_50_frames_keeps_latest_counts_drops_and_stays_alive(harness, reference_labels):
     stats = harness.node.stats
     memory_before = process_memory_mb()
