@@ -101,6 +101,18 @@ def assert_clear_failure(result, *needles: str):
         assert needle in out, out
 
 
+def test_project_environment_preloads_tcmalloc():
+    # the bootstrap installs libtcmalloc-minimal4 and env.sh preloads it into every process
+    env = clean_env()
+    env.pop("LD_PRELOAD", None)
+    probe = "import sys; sys.exit(0 if 'libtcmalloc_minimal' in open('/proc/self/maps').read() else 3)"
+    result = subprocess.run(
+        ["bash", "-c", f'. "{REPO}/scripts/env.sh" && python -c "{probe}"'],
+        env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, f"tcmalloc is not loaded in the project environment: {result.stderr[-2000:]}"
+
+
 def test_bootstrap_refuses_old_python(tmp_path):
     old = sorted(Path("/root/.pyenv/versions").glob("3.[6-9].*/bin/python3"))
     if not old:
