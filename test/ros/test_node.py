@@ -212,19 +212,17 @@ def test_bad_input_is_rejected_with_one_clear_warning(harness, case, cause, expe
     assert len(warnings) == 1 and warnings[0].level == Log.WARN and "\n" not in warnings[0].msg
 
 
+def _tiny_node(node_name: str, checkpoint: Path, **params) -> MonoOccNode:
+    """An unconfigured node on the tiny checkpoint, no warm-up; ``params`` set further parameters."""
+    values = {"checkpoint_path": str(checkpoint), "config_name": "tiny", "warmup_image_size": [0, 0], **params}
+    return MonoOccNode(node_name=node_name, parameter_overrides=[Parameter(k, value=v) for k, v in values.items()])
+
+
 def test_compressed_input_over_best_effort_without_camera_info_is_rejected(ros_domain, tiny_checkpoint):
     import rclpy
 
     # A fresh node (never got CameraInfo) with the default sensor-data QoS and compressed input.
-    node = MonoOccNode(
-        node_name="monoocc_compressed",
-        parameter_overrides=[
-            Parameter("checkpoint_path", value=str(tiny_checkpoint)),
-            Parameter("config_name", value=""),
-            Parameter("warmup_image_size", value=[0, 0]),
-            Parameter("image_transport", value="compressed"),
-        ],
-    )
+    node = _tiny_node("monoocc_compressed", tiny_checkpoint, config_name="", image_transport="compressed")
     tester = rclpy.create_node("compressed_tester")
     pub = tester.create_publisher(CompressedImage, "/monoocc_compressed/input/image", RELIABLE)
     executor = MultiThreadedExecutor(num_threads=2)
@@ -257,15 +255,7 @@ def test_compressed_input_over_best_effort_without_camera_info_is_rejected(ros_d
 def test_diagnostics_run_on_wall_time_with_use_sim_time_and_no_clock(ros_domain, tiny_checkpoint):
     import rclpy
 
-    node = MonoOccNode(
-        node_name="monoocc_sim_time",
-        parameter_overrides=[
-            Parameter("use_sim_time", value=True),
-            Parameter("checkpoint_path", value=str(tiny_checkpoint)),
-            Parameter("config_name", value="tiny"),
-            Parameter("warmup_image_size", value=[0, 0]),
-        ],
-    )
+    node = _tiny_node("monoocc_sim_time", tiny_checkpoint, use_sim_time=True)
     listener = rclpy.create_node("sim_time_listener")
     statuses = []
 
@@ -298,14 +288,7 @@ def test_diagnostics_run_on_wall_time_with_use_sim_time_and_no_clock(ros_domain,
 def test_diagnostics_tick_during_deactivate_does_not_raise(ros_domain, tiny_checkpoint):
     # The diagnostics timer runs on an executor thread while a lifecycle transition tears the
     # publishers down; an exception there would kill the executor's spin.
-    node = MonoOccNode(
-        node_name="monoocc_diag_race",
-        parameter_overrides=[
-            Parameter("checkpoint_path", value=str(tiny_checkpoint)),
-            Parameter("config_name", value="tiny"),
-            Parameter("warmup_image_size", value=[0, 0]),
-        ],
-    )
+    node = _tiny_node("monoocc_diag_race", tiny_checkpoint)
     errors, stop = [], threading.Event()
 
     def tick():
