@@ -1,5 +1,5 @@
 # The two commands of the README. Each does its own set-up (idempotent) first.
-.PHONY: setup test demo bench clean
+.PHONY: setup test demo bench bench-gpu clean
 
 setup:
 	@bash scripts/bootstrap.sh
@@ -11,7 +11,10 @@ demo: setup
 	@bash scripts/run_demo.sh
 
 bench: setup
-	@bash -c '. scripts/env.sh && monoocc bench'
+	@bash -c '. scripts/env.sh && TCMALLOC_RELEASE_RATE=0 monoocc bench'
+
+bench-gpu: setup
+	@bash bench/gpu_check.sh
 
 clean:
 	rm -rf build install log .stamps .cache demo_out

@@ -43,7 +43,8 @@ ROS = [
 ]
 
 # pytest 9.2 silently breaks xdist --dist loadgroup (pytest-xdist#1386)
-DEV = ["pytest==9.1.1", "pytest-xdist==3.8.0"]
+# ruff: the lint gate of `make test` (ruff.toml, test/packaging/test_ruff.py)
+DEV = ["pytest==9.1.1", "pytest-xdist==3.8.0", "ruff==0.17.6"]
 
 setup(
     name="monoocc_ros",

@@ -42,7 +42,10 @@ def main() -> None:
         "--epochs", type=int, default=2, help="passes over the dataset (first one warms up)"
     )
     parser.add_argument("--temporal-offsets", type=int, nargs="*", default=[])
+    parser.add_argument("--quick", action="store_true", help="CI size (monoocc bench --quick): 3 frames")
     args = parser.parse_args()
+    if args.quick:
+        args.frames = 3
 
     import torch
     from torch.utils.data import DataLoader

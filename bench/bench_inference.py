@@ -1,5 +1,7 @@
 """Student inference: stage-split latency (p50/p90 after warm-up), peak memory, achieved TFLOP/s,
-and comparisons measured in the same run (fp32 vs fp16/bf16, eager vs compiled, PyTorch vs ONNX).
+and comparisons measured in the same run (fp32 vs fp16/bf16, eager vs compiled, PyTorch vs ONNX,
+inference path vs the training path's layers). Each stage is set against this machine's limits,
+measured in the same run: a matmul probe (FLOP floor) and a copy probe (memory floor).
 Prints one JSON object.
 
 Models are randomly initialised (seed 0): latency does not depend on the weights, and label
@@ -14,6 +16,7 @@ agreement of a variant with the fp32 eager reference is measured on the same rea
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -110,6 +113,129 @@ def _time_predictor(predictor, frame, warmup: int, repeats: int, device, label: 
     return result, prediction
 
 
+@contextlib.contextmanager
+def _pytorch_reference():
+    """The training path's layers and PyTorch operators only (no fused C kernels): every matmul is
+    an aten op that FlopCounterMode sees, and it is the "before" of the inference path."""
+    from monoocc_ros.models import cpu_kernels
+    from monoocc_ros.models.voxel_transformer import OccupancyBlock
+
+    saved = cpu_kernels._state.get("lib", "unset")
+    cpu_kernels._state["lib"] = None
+    OccupancyBlock.fast_inference = False
+    try:
+        yield
+    finally:
+        OccupancyBlock.fast_inference = True
+        if saved == "unset":
+            cpu_kernels._state.pop("lib", None)
+        else:
+            cpu_kernels._state["lib"] = saved
+
+
+def _probes() -> dict:
+    """This machine's limits, measured now: fp32/bf16 GFLOP/s of a 2048^2 matmul and GB/s of a 256 MB copy."""
+    import torch
+
+    def best_s(fn, repeats: int) -> float:
+        fn()
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+        return min(times)
+
+    out = {}
+    n = 2048
+    for dtype in (torch.float32, torch.bfloat16):
+        a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+        t = best_s(lambda: a @ b, 5)
+        out[f"matmul_gflops_{'fp32' if dtype == torch.float32 else 'bf16'}"] = round(2 * n**3 / t / 1e9, 1)
+    src = torch.ones(64 * 2**20)  # 256 MB
+    dst = torch.empty_like(src)
+    t = best_s(lambda: dst.copy_(src), 5)
+    out["copy_gb_s"] = round(2 * src.numel() * 4 / t / 1e9, 1)  # read + write
+    return out
+
+
+def _stage_work(model, frame, device) -> dict[str, dict[str, float]]:
+    """Per stage: matmul/conv GFLOP (counted) and the compulsory memory traffic in MB.
+
+    Compulsory traffic = the stage's input and output tensors (plus, for attention layers, one
+    value map written and read): what no implementation can avoid moving, so its floor is
+    traffic / copy bandwidth. GFLOP come from the training-path layers (same maths as the
+    inference path, which calls functional ops the counter cannot attribute to modules).
+    """
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from monoocc_ros.grid import KITTI_GRID, KITTI_GRID_HALF
+    from monoocc_ros.models import monoocc, voxel_transformer
+
+    flops: dict[str, float] = {}
+    original = voxel_transformer.stage_timer
+
+    class _Counting:
+        def __init__(self, timings, name, dev):
+            self.name, self.mode = name, FlopCounterMode(display=False)
+
+        def __enter__(self):
+            self.mode.__enter__()
+
+        def __exit__(self, *exc):
+            self.mode.__exit__(*exc)
+            flops[self.name] = flops.get(self.name, 0.0) + self.mode.get_total_flops()
+
+    image, K, T = frame
+    img = torch.from_numpy(image).to(device).permute(2, 0, 1)[None].float() / 255
+    Kt = torch.from_numpy(K).to(device, torch.float32)[None]
+    Tt = torch.from_numpy(T).to(device, torch.float32)[None]
+    try:
+        voxel_transformer.stage_timer = monoocc.stage_timer = _Counting
+        with torch.inference_mode(), _pytorch_reference():
+            model.predict(img, Kt, Tt, timings={})
+    finally:
+        voxel_transformer.stage_timer = monoocc.stage_timer = original
+    cfg = model.cfg
+    C, q, full = cfg.voxel.embed_dim, KITTI_GRID_HALF.num_voxels, KITTI_GRID.num_voxels
+    h, w = image.shape[:2]
+    feats = C * -(-h // 16) * -(-w // 16)
+    layer = 4 * q * C  # read x, write the value map, read it back, write the output
+    mbytes = {
+        "backbone_neck": 3 * h * w + feats,
+        "proposals": feats + full + q,  # features in, the 2 M lifted probabilities, proposal mask out
+        "cross_attention": 2 * q * C,
+        "self_attention": cfg.voxel.num_dsa_layers * layer,
+        "ica": cfg.voxel.num_ica_layers * layer if cfg.voxel.use_ica else 0,
+        "head": q * C,
+    }
+    out = {}
+    for stage, n in mbytes.items():
+        byte_count = 4 * n + (full if stage == "head" else 0)  # float32 tensors; uint8 labels out
+        out[stage] = {"gflop": round(flops.get(stage, 0.0) / 1e9, 3), "mbytes": round(byte_count / 1e6, 1)}
+    return out
+
+
+def _stage_floors(work: dict, run: dict, probes: dict) -> dict:
+    """p50 of each stage against max(FLOP floor, memory floor) on this machine."""
+    out = {}
+    for stage, w in work.items():
+        p50 = run.get("stages_ms", {}).get(stage, {}).get("p50")
+        flop_ms = 1000 * w["gflop"] / probes["matmul_gflops_fp32"]
+        mem_ms = 1000 * w["mbytes"] / 1000 / probes["copy_gb_s"]
+        floor = max(flop_ms, mem_ms)
+        out[stage] = {
+            **w,
+            "flop_floor_ms": round(flop_ms, 2),
+            "memory_floor_ms": round(mem_ms, 2),
+            "bound": "flop" if flop_ms >= mem_ms else "memory",
+            "p50_ms": p50,
+            "times_floor": round(p50 / floor, 1) if p50 is not None and floor > 0 else None,
+        }
+    return out
+
+
 def _count_flops(model, frame, device) -> int:
     """Matmul/conv FLOPs of one inference (grid_sample and elementwise work are not counted)."""
     import torch
@@ -119,7 +245,7 @@ def _count_flops(model, frame, device) -> int:
     img = torch.from_numpy(image).to(device).permute(2, 0, 1)[None].float() / 255
     Kt = torch.from_numpy(K).to(device, torch.float32)[None]
     Tt = torch.from_numpy(T).to(device, torch.float32)[None]
-    with FlopCounterMode(display=False) as counter, torch.inference_mode():
+    with FlopCounterMode(display=False) as counter, torch.inference_mode(), _pytorch_reference():
         model.predict(img, Kt, Tt)
     return int(counter.get_total_flops())
 
@@ -148,6 +274,8 @@ def bench_config(name: str, args, device, frame) -> dict:
     run, ref_pred = _time_predictor(reference, frame, args.warmup, args.repeats, device, f"{name} eager_fp32")
     out["runs"]["eager_fp32"] = run
     reference.release()
+    if device.type == "cpu":
+        out["stage_floors"] = _stage_floors(_stage_work(model, frame, device), run, args.probes)
 
     def add_run(key: str, predictor) -> dict:
         run, pred = _time_predictor(predictor, frame, args.warmup, args.repeats, device, f"{name} {key}")
@@ -172,6 +300,12 @@ def bench_config(name: str, args, device, frame) -> dict:
             continue
         add_run(f"eager_{precision}", Predictor(model, device=str(device), precision=precision))
         compare(f"fp32_vs_{precision}", "eager_fp32", f"eager_{precision}")
+
+    if args.reference_path:
+        # the "before" of the inference path: same process, same frame
+        with _pytorch_reference():
+            add_run("reference_path_fp32", Predictor(model, device=str(device), precision="fp32"))
+        compare("reference_path_vs_inference_path", "reference_path_fp32", "eager_fp32")
 
     fast = "fp16" if device.type == "cuda" else "fp32"
     if device.type == "cuda":
@@ -243,6 +377,8 @@ def main() -> None:
     parser.add_argument("--cuda-graphs", action="store_true", help="also measure CUDA graphs (CUDA only)")
     parser.add_argument("--onnx", action="store_true", help="also export and measure onnxruntime")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
+    parser.add_argument("--reference-path", action="store_true",
+                        help="also time the training path's layers with PyTorch operators (the eager 'before')")
     parser.add_argument("--quick", action="store_true",
                         help="CI size: tiny only, 1 warm-up, 3 repeats, no compile, ONNX at a 96x320 image")
     args = parser.parse_args()
@@ -267,6 +403,7 @@ def main() -> None:
     image, K, T, source = _frame((h, w))
     frame = (image, K, T)
     started = time.perf_counter()
+    args.probes = _probes() if device.type == "cpu" else {}
     results = [bench_config(name, args, device, frame) for name in args.configs]
     report = {
         "benchmark": "inference",
@@ -279,6 +416,8 @@ def main() -> None:
         "warmup": args.warmup,
         "repeats": args.repeats,
         "stages": list(STAGES),
+        "probes": args.probes,
+        "load_average": list(os.getloadavg()),
         "configs": results,
         "wall_s": round(time.perf_counter() - started, 1),
     }

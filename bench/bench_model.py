@@ -5,7 +5,7 @@ max resident set size (``resource.getrusage``; tracemalloc does not see torch al
 ``torch.cuda.max_memory_allocated``.
 
     python bench/bench_model.py [--configs tiny monoocc_s] [--device cpu|cuda] [--precision fp32|fp16|bf16]
-                                [--height 370 --width 1226] [--iterations 3]
+                                [--height 370 --width 1226] [--iterations 3] [--quick]
 """
 
 from __future__ import annotations
@@ -78,7 +78,11 @@ def main() -> int:
     parser.add_argument("--width", type=int, default=1226)
     parser.add_argument("--iterations", type=int, default=3)
     parser.add_argument("--single", help=argparse.SUPPRESS)
+    parser.add_argument("--quick", action="store_true",
+                        help="CI size (monoocc bench --quick): tiny only, 185x613, 1 iteration")
     args = parser.parse_args()
+    if args.quick:
+        args.configs, args.height, args.width, args.iterations = ["tiny"], 185, 613, 1
     if args.single:
         print(json.dumps(_single(args)))
         return 0

@@ -3,20 +3,30 @@
     ros2 launch monoocc_ros monoocc.launch.py checkpoint:=/path/student.pt \
         image:=/camera/image_raw camera_info:=/camera/camera_info rviz:=true
 
-Without ``launch``/``ros2`` (PyPI-only ROS), run the node directly instead:
+``ros2 launch monoocc_ros monoocc.launch.py --show-args`` lists the arguments. ``device``,
+``precision`` and ``config_name`` override the params file's values only when given (the
+file's defaults, ``auto``/``auto``/``""``, run on CPU-only and GPU machines alike). With
+``rviz:=true`` where rviz2 is not installed, the node starts alone and one line says so.
+
+Without ``launch``/``ros2`` (PyPI-only ROS), run the node directly instead (quote the remaps:
+an unquoted ``~`` is expanded by the shell and the remap silently does nothing):
 
     python -m monoocc_ros.ros.node --ros-args --params-file config/monoocc.yaml \
         -p checkpoint_path:=/path/student.pt \
-        -r ~/input/image:=/camera/image_raw -r ~/input/camera_info:=/camera/camera_info
+        -r '~/input/image:=/camera/image_raw' -r '~/input/camera_info:=/camera/camera_info'
+
+The ``launch`` imports are inside the functions so the argument logic can be tested where
+``launch`` is not installed.
 """
 
 from pathlib import Path
 
-from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument
-from launch.conditions import IfCondition
-from launch.substitutions import LaunchConfiguration, PythonExpression
-from launch_ros.actions import Node
+# Node parameters settable from the launch line; "" (their default) keeps the params file's value.
+PARAMETER_ARGUMENTS = {
+    "device": "Torch device: auto, cpu, cuda or cuda:N ('' = params file, default auto)",
+    "precision": "Inference precision: auto, fp32, fp16 (CUDA) or bf16 ('' = params file, default auto)",
+    "config_name": "Model config the checkpoint must hold, e.g. monoocc_s ('' = params file, default: any)",
+}
 
 
 def _share_dir() -> Path:
@@ -29,47 +39,98 @@ def _share_dir() -> Path:
         return Path(__file__).resolve().parents[1]
 
 
-def generate_launch_description() -> LaunchDescription:
+def launch_arguments() -> list[tuple[str, str | None, str]]:
+    """(name, default or None when required, description) of every launch argument."""
     share = _share_dir()
-    params_file = LaunchConfiguration("params_file")
-    use_sim_time = LaunchConfiguration("use_sim_time")
-    checkpoint = LaunchConfiguration("checkpoint")
-    node_params = [params_file, {"use_sim_time": use_sim_time, "checkpoint_path": checkpoint}]
-    return LaunchDescription(
-        [
-            DeclareLaunchArgument(
-                "params_file", default_value=str(share / "config" / "monoocc.yaml"), description="Node parameters"
-            ),
-            # No default: the node cannot run without a model, so launch refuses to start without it.
-            DeclareLaunchArgument("checkpoint", description="Student checkpoint (.pt), required"),
-            DeclareLaunchArgument("namespace", default_value="", description="Namespace of the node"),
-            DeclareLaunchArgument("image", default_value="/camera/image_raw", description="Input image topic"),
-            DeclareLaunchArgument(
-                "camera_info", default_value="/camera/camera_info", description="Input CameraInfo topic"
-            ),
-            DeclareLaunchArgument("use_sim_time", default_value="false", description="Use /clock (bag replay)"),
-            DeclareLaunchArgument("rviz", default_value="false", description="Start RViz with config/monoocc.rviz"),
-            Node(
-                package="monoocc_ros",
-                executable="monoocc_node",
-                name="monoocc_node",
-                namespace=LaunchConfiguration("namespace"),
-                parameters=node_params,
-                remappings=[
-                    ("~/input/image", LaunchConfiguration("image")),
-                    ("~/input/camera_info", LaunchConfiguration("camera_info")),
-                ],
-                output="screen",
-                emulate_tty=True,
-            ),
+    return [
+        ("params_file", str(share / "config" / "monoocc.yaml"), "Node parameters"),
+        # No default: the node cannot run without a model, so launch refuses to start without it.
+        ("checkpoint", None, "Student checkpoint (.pt), required; ~ is expanded"),
+        ("namespace", "", "Namespace of the node"),
+        ("image", "/camera/image_raw", "Input image topic"),
+        ("camera_info", "/camera/camera_info", "Input CameraInfo topic"),
+        ("use_sim_time", "false", "Use /clock (bag replay)"),
+        ("rviz", "false", "Start RViz with config/monoocc.rviz (skipped with a note where rviz2 is absent)"),
+        *((name, "", description) for name, description in PARAMETER_ARGUMENTS.items()),
+    ]
+
+
+def node_parameters(values: dict[str, str]) -> list:
+    """The node's ``parameters``: the params file, then what the launch line sets."""
+    overrides = {
+        "use_sim_time": values["use_sim_time"].strip().lower() in ("true", "1", "yes"),
+        "checkpoint_path": values["checkpoint"],
+    }
+    overrides.update({name: values[name] for name in PARAMETER_ARGUMENTS if values[name] != ""})
+    return [values["params_file"], overrides]
+
+
+def rviz2_available() -> bool:
+    try:
+        from ament_index_python.packages import PackageNotFoundError, get_package_prefix
+    except ImportError:
+        import shutil
+
+        return shutil.which("rviz2") is not None
+    try:
+        get_package_prefix("rviz2")
+        return True
+    except PackageNotFoundError:
+        return False
+
+
+def rviz_decision(rviz: str) -> tuple[bool, str | None]:
+    """(start RViz, note to log): a missing rviz2 must not abort the launch and orphan the node."""
+    if rviz.strip().lower() not in ("true", "1", "yes"):
+        return False, None
+    if rviz2_available():
+        return True, None
+    return False, "rviz:=true but rviz2 is not installed: starting the node without RViz"
+
+
+def _launch_setup(context):
+    from launch.actions import LogInfo
+    from launch.substitutions import LaunchConfiguration
+    from launch_ros.actions import Node
+
+    values = {name: LaunchConfiguration(name).perform(context) for name, _, _ in launch_arguments()}
+    actions = [
+        Node(
+            package="monoocc_ros",
+            executable="monoocc_node",
+            name="monoocc_node",
+            namespace=values["namespace"],
+            parameters=node_parameters(values),
+            remappings=[("~/input/image", values["image"]), ("~/input/camera_info", values["camera_info"])],
+            output="screen",
+            emulate_tty=True,
+        )
+    ]
+    start_rviz, note = rviz_decision(values["rviz"])
+    if note:
+        actions.append(LogInfo(msg=note))
+    if start_rviz:
+        actions.append(
             Node(
                 package="rviz2",
                 executable="rviz2",
                 name="rviz2",
-                arguments=["-d", str(share / "config" / "monoocc.rviz")],
-                parameters=[{"use_sim_time": use_sim_time}],
-                condition=IfCondition(PythonExpression(["'", LaunchConfiguration("rviz"), "' == 'true'"])),
+                arguments=["-d", str(_share_dir() / "config" / "monoocc.rviz")],
+                parameters=[{"use_sim_time": node_parameters(values)[1]["use_sim_time"]}],
                 output="screen",
-            ),
-        ]
-    )
+            )
+        )
+    return actions
+
+
+def generate_launch_description():
+    from launch import LaunchDescription
+    from launch.actions import DeclareLaunchArgument, OpaqueFunction
+
+    declared = [
+        DeclareLaunchArgument(name, description=description)
+        if default is None
+        else DeclareLaunchArgument(name, default_value=default, description=description)
+        for name, default, description in launch_arguments()
+    ]
+    return LaunchDescription([*declared, OpaqueFunction(function=_launch_setup)])

@@ -1,8 +1,9 @@
 """``monoocc bench``: run every ``bench/bench_*.py`` in a fresh subprocess, collect their JSON.
 
-Each script prints one JSON object on stdout. A fresh interpreter per script keeps one
-benchmark's allocator state, compiled kernels and threads from skewing the next. Scripts that
-accept ``--quick`` get it with ``--quick``; others run at their default size and say so.
+Each script prints one JSON object on stdout (on one line or indented; logs may come before
+it). A fresh interpreter per script keeps one benchmark's allocator state, compiled kernels and
+threads from skewing the next. Scripts that accept ``--quick`` get it with ``--quick``; others
+run at their default size and say so.
 
 The result is one JSON document (scripts by name, with exit status and wall time) and a
 Markdown summary table.
@@ -72,17 +73,26 @@ def _supports_quick(script: Path) -> bool:
 
 
 def _last_json_object(stdout: str) -> dict | None:
-    """The script's JSON: the last stdout line that parses as an object (logs may come before)."""
-    for line in reversed(stdout.strip().splitlines()):
-        line = line.strip()
-        if line.startswith("{"):
-            try:
-                value = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(value, dict):
-                return value
-    return None
+    """The script's JSON: the last top-level JSON object in stdout, on one line or indented.
+
+    Logs may come before it. Candidates start at a line whose first non-blank character is
+    ``{``; the scan goes forward and skips past each document it decodes, so the inner objects of
+    an indented document are never mistaken for the result.
+    """
+    decoder = json.JSONDecoder()
+    found, cursor, pos = None, 0, 0
+    for line in stdout.splitlines(keepends=True):
+        start, pos = pos, pos + len(line)
+        brace = start + len(line) - len(line.lstrip())
+        if start < cursor or not line.lstrip().startswith("{"):
+            continue
+        try:
+            value, end = decoder.raw_decode(stdout, brace)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(value, dict):
+            found, cursor = value, end
+    return found
 
 
 def run_script(name: str, script: Path, *, quick: bool, extra_args: list[str] = (), timeout_s: float | None = None) -> BenchResult:

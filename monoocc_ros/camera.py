@@ -16,7 +16,11 @@ from dataclasses import dataclass
 import numpy as np
 
 __all__ = [
+    "CameraInfoError",
+    "CameraInfoReader",
+    "CameraInfoSizeError",
     "CameraModel",
+    "check_sane_intrinsics",
     "check_intrinsics",
     "check_rigid",
     "invert_rigid",
@@ -154,3 +158,133 @@ def kitti_camera_from_calib(P: np.ndarray, Tr: np.ndarray):
     offset = np.eye(4)
     offset[:3, 3] = np.linalg.solve(K, P[:, 3])
     return K, offset @ Tr4
+
+
+# ---------------------------------------------------------------- CameraInfo codec
+# One reading of sensor_msgs/CameraInfo for every path (node, bag index, dataset, evaluation).
+# Works on any object with the message's fields (rclpy or rosbags), so it needs no ROS.
+
+# distortion_model -> number of D coefficients (an empty D means "no distortion" for any model)
+DISTORTION_MODELS = {"plumb_bob": 5, "rational_polynomial": 8, "equidistant": 4, "": 0}
+# Sane intrinsics, relative to the image: focal lengths within [0.1, 20] x the longer side (a
+# horizontal field of view from about 157 deg down to 3 deg), fy / fx within [0.5, 2], the
+# principal point inside the image, |skew| <= 0.01 fx.
+FOCAL_RANGE = (0.1, 20.0)
+ASPECT_RANGE = (0.5, 2.0)
+MAX_SKEW_RATIO = 0.01
+
+
+class CameraInfoError(ValueError):
+    """A CameraInfo the model cannot honour; ``cause`` is the counter it is filed under."""
+
+    cause = "bad_camera_info"
+
+
+class CameraInfoSizeError(CameraInfoError):
+    """CameraInfo is for another image size than the image it came with."""
+
+    cause = "size_mismatch"
+
+
+def _matrix(values, shape: tuple[int, int]) -> np.ndarray:
+    return np.asarray(list(values), dtype=np.float64).reshape(shape)
+
+
+def check_sane_intrinsics(K: np.ndarray, image_hw: tuple[int, int], *, name: str = "K") -> np.ndarray:
+    """:func:`check_intrinsics` plus the bounds above for an image of (H, W).
+
+    Raises:
+        ValueError: naming ``name``, the value and the bound it breaks.
+    """
+    K = check_intrinsics(K, name=name)
+    h, w = image_hw
+    side = max(h, w)
+    fx, fy, cx, cy, skew = K[0, 0], K[1, 1], K[0, 2], K[1, 2], K[0, 1]
+    lo, hi = FOCAL_RANGE[0] * side, FOCAL_RANGE[1] * side
+    if not (lo <= fx <= hi and lo <= fy <= hi):
+        raise ValueError(f"{name} focal length fx={fx:g}, fy={fy:g} outside [{lo:g}, {hi:g}] px ({FOCAL_RANGE[0]:g}-{FOCAL_RANGE[1]:g} x the {side}-px image side)")
+    if not ASPECT_RANGE[0] <= fy / fx <= ASPECT_RANGE[1]:
+        raise ValueError(f"{name} pixel aspect fy/fx={fy / fx:g} outside [{ASPECT_RANGE[0]:g}, {ASPECT_RANGE[1]:g}]")
+    if not (0.0 <= cx <= w and 0.0 <= cy <= h):
+        raise ValueError(f"{name} principal point ({cx:g}, {cy:g}) lies outside the {w}x{h} image")
+    if abs(skew) > MAX_SKEW_RATIO * fx:
+        raise ValueError(f"{name} skew {skew:g} exceeds {MAX_SKEW_RATIO:g} x fx")
+    return K
+
+
+class CameraInfoReader:
+    """Intrinsics of the image a CameraInfo comes with, the same way on every path.
+
+    The rule (as ``image_geometry.PinholeCameraModel`` does for rectified images): when P is set
+    (not all zero), the image is taken as rectified and K = P[:, :3] (P's fourth column, a stereo
+    baseline, belongs in TF); otherwise K = the message's K. Rejected, each with one
+    :class:`CameraInfoError` naming the topic: a size other than the image's, binning, a region
+    of interest smaller than the image, an unknown distortion model or a D that does not fit it,
+    non-finite values, intrinsics outside the bounds of :func:`check_sane_intrinsics`, and a
+    frame_id other than the image's. Non-zero distortion is warned about once per camera (the
+    model assumes a pinhole image) and counted in ``distorted``.
+
+    Args:
+        name: topic or file named in messages.
+        warn: called with the warning text (once per camera frame_id).
+    """
+
+    def __init__(self, name: str = "camera_info", warn=None):
+        self.name = name
+        self.warn = warn
+        self.warned: set[str] = set()
+        self.distorted = 0
+
+    def intrinsics(self, info, image_hw: tuple[int, int], image_frame_id: str | None = None) -> np.ndarray:
+        """(3, 3) float64 K for an image of (H, W) that came with ``info``.
+
+        Raises:
+            CameraInfoError / CameraInfoSizeError: the reason, naming the topic.
+        """
+        name = self.name
+        height, width = image_hw
+        if (int(info.height), int(info.width)) != (height, width):
+            raise CameraInfoSizeError(
+                f"{name}: CameraInfo size {info.width}x{info.height} differs from the image size {width}x{height}"
+            )
+        frame = str(info.header.frame_id)
+        if image_frame_id and frame and frame != image_frame_id:
+            raise CameraInfoError(f"{name}: CameraInfo frame_id '{frame}' is not the image's '{image_frame_id}'")
+        bx, by = int(getattr(info, "binning_x", 0)), int(getattr(info, "binning_y", 0))
+        if bx > 1 or by > 1:
+            raise CameraInfoError(f"{name}: binning {bx}x{by} is not supported (publish full-resolution intrinsics)")
+        roi = getattr(info, "roi", None)
+        if roi is not None and (int(roi.width), int(roi.height)) not in ((0, 0), (width, height)):
+            raise CameraInfoError(f"{name}: region of interest {roi.width}x{roi.height}+{roi.x_offset}+{roi.y_offset} "
+                                  "is not supported (crop the intrinsics instead)")
+        model = str(info.distortion_model)
+        D = np.asarray(list(info.d), dtype=np.float64)
+        if model not in DISTORTION_MODELS:
+            raise CameraInfoError(f"{name}: unknown distortion_model '{model}' (known: "
+                                  f"{', '.join(m for m in DISTORTION_MODELS if m)})")
+        if D.size not in (0, DISTORTION_MODELS[model]):
+            raise CameraInfoError(f"{name}: D has {D.size} coefficients, distortion_model '{model or 'none'}' takes "
+                                  f"{DISTORTION_MODELS[model]}")
+        if not np.all(np.isfinite(D)):
+            raise CameraInfoError(f"{name}: D contains NaN or infinite values")
+        P = _matrix(info.p, (3, 4))
+        rectified = bool(np.any(P != 0))
+        K = P[:, :3] if rectified else _matrix(info.k, (3, 3))
+        try:
+            K = check_sane_intrinsics(K, image_hw, name=f"{name}: {'P' if rectified else 'K'}")
+        except ValueError as err:
+            raise CameraInfoError(str(err)) from err
+        if np.any(D != 0):
+            self.distorted += 1
+            if frame not in self.warned:
+                self.warned.add(frame)
+                text = (
+                    f"{name}: camera '{frame}' has non-zero distortion D={np.round(D, 4).tolist()} ({model}); "
+                    + ("P is set, so the image is taken as rectified (image_rect): if it is image_raw the voxels "
+                       "are projected wrongly" if rectified else
+                       "P is not set, so K is used on an image the model takes as undistorted")
+                    + " (warned once per camera)"
+                )
+                if self.warn is not None:
+                    self.warn(text)
+        return K

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from monoocc_ros.fileio import write_bytes_atomic, write_text_atomic
 from monoocc_ros.grid import KITTI_GRID, KITTI_GRID_HALF
 from monoocc_ros.models.config import ModelConfig, model_config_from_dict, model_config_to_dict
 from monoocc_ros.models.deform_attn import deformable_attention
@@ -320,6 +321,8 @@ class OnnxPredictor:
         threads: intra-op threads (0 = onnxruntime's default).
     """
 
+    backend_name = "onnxruntime"
+
     def __init__(self, path: Path, *, providers: tuple[str, ...] = ("CPUExecutionProvider",), threads: int = 0):
         import onnxruntime as ort
 
@@ -391,13 +394,9 @@ def build_tensorrt_engine(onnx_path: Path, engine_path: Path, *, fp16: bool = Tr
     if serialized is None:
         raise RuntimeError(f"TensorRT engine build failed for {onnx_path}")
     engine_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = engine_path.with_name(engine_path.name + ".tmp")
-    tmp.write_bytes(bytes(serialized))
-    tmp.replace(engine_path)
+    write_bytes_atomic(engine_path, bytes(serialized))
     meta_path = engine_path.with_name(engine_path.name + ".json")
-    meta_tmp = meta_path.with_name(meta_path.name + ".tmp")
-    meta_tmp.write_text(json.dumps({**meta, "fp16": fp16, "source": str(onnx_path)}))
-    meta_tmp.replace(meta_path)
+    write_text_atomic(meta_path, json.dumps({**meta, "fp16": fp16, "source": str(onnx_path)}))
     return engine_path
 
 
@@ -406,6 +405,8 @@ class TensorRTPredictor:
 
     A missing engine is an error: engines are built ahead of time by ``monoocc export --tensorrt``.
     """
+
+    backend_name = "tensorrt"
 
     def __init__(self, engine_path: Path, *, device: str = "cuda"):
         trt = _tensorrt()

@@ -2,7 +2,8 @@
 
 Every file the project writes (datasets, bags' side files, reports, checkpoints, caches) goes
 through :func:`atomic_write`, so a crash or a kill leaves the old file or the new one, never a
-half-written one.
+half-written one. Files get the mode ``open()`` would give them (0644 under umask 022), folders
+``mkdir``'s (0755): the umask decides, not the temporary file.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["atomic_write", "sha256_file", "write_bytes_atomic", "write_json_atomic", "write_text_atomic"]
+__all__ = [
+    "atomic_write", "current_umask", "sha256_file", "write_bytes_atomic", "write_json_atomic", "write_text_atomic",
+]
 
 
 @contextmanager
@@ -24,7 +27,7 @@ def atomic_write(path: Path, mode: str = "wb") -> Iterator[IO]:
     """Open a temporary file beside ``path``; on success fsync it and rename it onto ``path``.
 
     Example:
-        >>> with atomic_write(Path("x.bin")) as f:
+        >>> with atomic_write(Path("x.bin")) as f:  # doctest: +SKIP
         ...     f.write(b"data")
     """
     path = Path(path)
@@ -32,6 +35,9 @@ def atomic_write(path: Path, mode: str = "wb") -> Iterator[IO]:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
+            # mkstemp makes the file 0600 whatever the umask; give it the mode a plain open()
+            # would (0644 under umask 022), so other users and containers can read our output.
+            os.fchmod(f.fileno(), 0o666 & ~current_umask())
             yield f
             f.flush()
             os.fsync(f.fileno())
@@ -45,6 +51,24 @@ def atomic_write(path: Path, mode: str = "wb") -> Iterator[IO]:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it (``os.umask`` can only set it).
+
+    Linux reports it in ``/proc/self/status``; elsewhere it is set and restored at once, which
+    another thread creating a file at that instant could see.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def write_bytes_atomic(path: Path, data: bytes) -> Path:

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from monoocc_ros.camera import check_intrinsics, check_rigid
+from monoocc_ros.grid import KITTI_GRID_HALF
 from monoocc_ros.models.monoocc import MonoOccStudent
 
 __all__ = ["Prediction", "Predictor", "PRECISIONS"]
@@ -61,6 +62,8 @@ class Predictor:
         channels_last: run the convolutional trunk in channels-last layout (helps tensor cores).
     """
 
+    backend_name = "eager"  # monoocc_ros.inference.backends: one interface for every backend
+
     def __init__(
         self,
         model: MonoOccStudent,
@@ -82,8 +85,6 @@ class Predictor:
         self.precision = precision
         self.confidence = confidence
         self.model: MonoOccStudent | None = model.to(self.device).eval()
-        if model.cfg.proposal.mode == "external":
-            raise ValueError('Predictor needs proposal mode "monocular" or "all"; "external" needs per-frame files')
         if cuda_graphs and (not compile or self.device.type != "cuda"):
             raise ValueError("cuda_graphs needs compile=True and a CUDA device")
         self.channels_last = channels_last
@@ -129,10 +130,18 @@ class Predictor:
             raise RuntimeError("Predictor was released; create a new one")
         return self.model
 
-    def predict(self, image: np.ndarray, K: np.ndarray, T_cam_grid: np.ndarray) -> Prediction:
-        """One frame: image (H, W, 3) uint8 RGB, K (3, 3), T_cam_grid (4, 4) -> :class:`Prediction`."""
+    def predict(
+        self, image: np.ndarray, K: np.ndarray, T_cam_grid: np.ndarray, proposals: np.ndarray | None = None
+    ) -> Prediction:
+        """One frame: image (H, W, 3) uint8 RGB, K (3, 3), T_cam_grid (4, 4) -> :class:`Prediction`.
+
+        ``proposals`` (128, 128, 16) bool: the frame's query proposals (a VoxFormer ``.query`` file,
+        :func:`~monoocc_ros.models.proposals.read_query_file`); required by a checkpoint in proposal
+        mode "external" (the official protocol) and refused by the others.
+        """
         image, K, T = self.validate(image, K, T_cam_grid)
         model = self._require_model()
+        proposals_t = _proposal_tensor(model, proposals, self.device)
         timings: dict[str, float] = {}
         start = time.perf_counter()
         # Bag readers hand out read-only buffers; torch needs a writable one (copied only then).
@@ -145,7 +154,7 @@ class Predictor:
         Tt = torch.from_numpy(T).to(self.device, torch.float32)[None]
         timings["preprocess"] = 1000.0 * (time.perf_counter() - start)
         with torch.inference_mode(), self._autocast():
-            labels, conf = model.predict(img, Kt, Tt, with_confidence=self.confidence, timings=timings)
+            labels, conf = model.predict(img, Kt, Tt, proposals_t, with_confidence=self.confidence, timings=timings)
         start = time.perf_counter()
         out = Prediction(
             labels=labels[0].cpu().numpy(),
@@ -157,6 +166,13 @@ class Predictor:
 
     def warmup(self, image_hw: tuple[int, int], iterations: int = 1) -> None:
         """Run dummy frames of size (H, W) so kernels and allocators are ready."""
+        if self._require_model().cfg.proposal.mode == "external":
+            # dummy frames of an external-proposal model query every voxel (the slowest case)
+            K, T = warmup_camera(image_hw)
+            every = np.ones(KITTI_GRID_HALF.size, dtype=bool)
+            for _ in range(iterations):
+                self.predict(np.zeros((*image_hw, 3), dtype=np.uint8), K, T, proposals=every)
+            return
         run_warmup(self, image_hw, iterations)
 
     def release(self) -> None:
@@ -164,6 +180,28 @@ class Predictor:
         self.model = None
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
+
+
+def _proposal_tensor(model: MonoOccStudent, proposals: np.ndarray | None, device: torch.device) -> torch.Tensor | None:
+    """Check ``proposals`` against the model's proposal mode; (1, 128, 128, 16) bool tensor or None.
+
+    Raises:
+        ValueError: missing in mode "external", given in another mode, or of the wrong shape.
+    """
+    mode = model.cfg.proposal.mode
+    if proposals is None:
+        if mode == "external":
+            raise ValueError(
+                'this checkpoint is in proposal mode "external" (official protocol): give the frame\'s query '
+                "proposals (a VoxFormer .query file; monoocc eval --queries DIR)"
+            )
+        return None
+    if mode != "external":
+        raise ValueError(f'proposals given, but the checkpoint makes its own (proposal mode "{mode}")')
+    proposals = np.asarray(proposals)
+    if proposals.shape != KITTI_GRID_HALF.size:
+        raise ValueError(f"proposals must be {KITTI_GRID_HALF.size} (128x128x16 voxels), got {proposals.shape}")
+    return torch.from_numpy(np.ascontiguousarray(proposals, dtype=bool)).to(device)[None]
 
 
 def warmup_camera(image_hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:

@@ -30,6 +30,7 @@ __all__ = [
     "BACKGROUND_RGB",
     "FACE_SHADE",
     "chase_camera",
+    "legend_strip",
     "render_comparison",
     "render_grid",
 ]
@@ -192,16 +193,79 @@ def render_grid(
     return out
 
 
-def _caption(panel: np.ndarray, text: str) -> np.ndarray:
+PANEL_NAMES = ("camera image", "prediction", "ground truth")
+
+_FONT = 0  # cv2.FONT_HERSHEY_SIMPLEX
+_FONT_PX_AT_SCALE_1 = 22  # cap height of that font at fontScale 1.0, in pixels
+
+
+def _text_px(width: int) -> int:
+    """Text height for a figure ``width`` pixels wide: readable at full size and when the
+    figure is scaled down to a screen's width (a 3x1226 px KITTI figure gets 36 px text)."""
+    return int(np.clip(width / 100.0, 16, 36))
+
+
+def _put_text(canvas: np.ndarray, text: str, org: tuple[int, int], px: int, rgb=(0, 0, 0)) -> int:
+    """Draw ``text`` with its baseline-left corner at ``org``; returns its width in pixels."""
     import cv2
 
-    panel = np.ascontiguousarray(panel)
-    scale = max(panel.shape[0] / 600.0, 0.4)
-    thickness = max(int(round(2 * scale)), 1)
-    org = (int(10 * scale) + 2, int(30 * scale) + 2)
-    cv2.putText(panel, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), thickness + 2, cv2.LINE_AA)
-    cv2.putText(panel, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), thickness, cv2.LINE_AA)
-    return panel
+    scale = px / _FONT_PX_AT_SCALE_1
+    thickness = max(1, int(round(px / 12)))
+    cv2.putText(canvas, text, org, _FONT, scale, tuple(int(c) for c in rgb), thickness, cv2.LINE_AA)
+    return cv2.getTextSize(text, _FONT, scale, thickness)[0][0]
+
+
+def _text_width(text: str, px: int) -> int:
+    import cv2
+
+    return cv2.getTextSize(text, _FONT, px / _FONT_PX_AT_SCALE_1, max(1, int(round(px / 12))))[0][0]
+
+
+def _header(width: int, panel_w: int, title: str | None, px: int) -> np.ndarray:
+    """Dark strip: ``title`` (frame id, score) on one line, the panels' names above each panel."""
+    line = int(1.8 * px)
+    lines = 2 if title else 1
+    strip = np.full((lines * line + px // 2, width, 3), 40, np.uint8)
+    y = line
+    if title:
+        _put_text(strip, title, (px // 2, y), px, (255, 255, 255))
+        y += line
+    for k, name in enumerate(PANEL_NAMES):
+        _put_text(strip, name, (k * panel_w + px // 2, y), px, (255, 255, 255))
+    return strip
+
+
+def legend_strip(width: int, present: np.ndarray | None = None, px: int | None = None) -> np.ndarray:
+    """White strip with one colour swatch and name per class (the colours of the renders).
+
+    Args:
+        width: strip width in pixels.
+        present: (num_classes,) bool, classes drawn in the figure; the others are written in
+            grey. None: all in black.
+        px: text height (default: from ``width``).
+
+    Returns:
+        (rows * line, width, 3) uint8 RGB, classes in the paper's Table I order, then a white
+        swatch for voxels that are not drawn (empty or unknown).
+    """
+    import cv2
+
+    px = px or _text_px(width)
+    entries = [(SEMANTIC_KITTI.names[c], SEMANTIC_KITTI.colors_rgb[c], present is None or bool(present[c]))
+               for c in SEMANTIC_KITTI.paper_table_order]
+    entries.append(("empty / unknown (not drawn)", np.array(BACKGROUND_RGB), True))
+    line = int(1.7 * px)
+    cell = px + px // 2 + max(_text_width(name, px) for name, _, _ in entries[:-1]) + px
+    cols = max(1, (width - px) // cell)
+    rows = -(-(len(entries) - 1) // cols) + 1  # the last entry gets a row of its own
+    strip = np.full((rows * line + px // 2, width, 3), 255, np.uint8)
+    for k, (name, rgb, shown) in enumerate(entries):
+        r, c = (divmod(k, cols) if k < len(entries) - 1 else (rows - 1, 0))
+        x, y = px // 2 + c * cell, (r + 1) * line
+        cv2.rectangle(strip, (x, y - px), (x + px, y), tuple(int(v) for v in rgb), -1)
+        cv2.rectangle(strip, (x, y - px), (x + px, y), (0, 0, 0), 1)
+        _put_text(strip, name, (x + px + px // 2, y), px, (0, 0, 0) if shown else (170, 170, 170))
+    return strip
 
 
 def render_comparison(
@@ -211,18 +275,25 @@ def render_comparison(
     camera: CameraModel,
     *,
     captions: bool = True,
+    title: str | None = None,
 ) -> np.ndarray:
     """Camera image | prediction | ground truth, side by side, from the camera's viewpoint.
+
+    With ``captions`` the panels get a header (``title``, e.g. frame id and score, and each
+    panel's name) and a colour legend of the classes below them, so that the figure reads
+    without the code; classes in neither grid are greyed in the legend.
 
     Args:
         image: (H, W, 3) uint8 RGB camera image the prediction was made from.
         pred: (X, Y, Z) train ids predicted.
         gt: (X, Y, Z) train ids of the ground truth (255 = invalid, not drawn).
         camera: the image's camera (``image_hw`` must equal the image size).
-        captions: write "camera", "prediction", "ground truth" into the panels.
+        captions: add the header and the legend.
+        title: first header line, e.g. "frame 000005 | IoU 35.2 %, mIoU 7.1 %".
 
     Returns:
-        (H, 3W, 3) uint8 RGB.
+        (H, 3W, 3) uint8 RGB without captions; with them (header + H + legend, 3W, 3), the
+        panels unchanged in between.
     """
     image = np.asarray(image)
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
@@ -232,11 +303,13 @@ def render_comparison(
             f"image is {image.shape[1]}x{image.shape[0]} but the camera is calibrated for "
             f"{camera.image_hw[1]}x{camera.image_hw[0]}"
         )
-    panels = [
-        image.copy(),
-        render_grid(pred, camera=camera),
-        render_grid(gt, camera=camera),
-    ]
-    if captions:
-        panels = [_caption(p, t) for p, t in zip(panels, ("camera", "prediction", "ground truth"))]
-    return np.concatenate(panels, axis=1)
+    panels = np.concatenate([image, render_grid(pred, camera=camera), render_grid(gt, camera=camera)], axis=1)
+    if not captions:
+        return panels
+    width, panel_w = panels.shape[1], image.shape[1]
+    px = _text_px(width)
+    present = np.zeros(SEMANTIC_KITTI.num_classes, bool)
+    for grid in (pred, gt):
+        ids = np.unique(np.asarray(grid))
+        present[ids[ids < SEMANTIC_KITTI.num_classes]] = True
+    return np.concatenate([_header(width, panel_w, title, px), panels, legend_strip(width, present, px)], axis=0)

@@ -10,6 +10,8 @@ TF = "/tf"
 TF_STATIC = "/tf_static"
 POINTS = "/velodyne_points"
 GROUND_TRUTH = "/ground_truth/occupancy"
+# VoxFormer query proposals (official protocol), half resolution: labels 1 = proposed, 0 = not
+QUERY_PROPOSALS = "/query_proposals"
 
 ODOM_FRAME = "odom"
 BASE_FRAME = "base_link"

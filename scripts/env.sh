@@ -13,10 +13,12 @@ unset _monoocc_root
 for _monoocc_tcmalloc in /usr/lib/*-linux-gnu/libtcmalloc_minimal.so.4; do break; done
 if [ -f "$_monoocc_tcmalloc" ] && [[ ":${LD_PRELOAD:-}:" != *":$_monoocc_tcmalloc:"* ]]; then
   export LD_PRELOAD="$_monoocc_tcmalloc${LD_PRELOAD:+:$LD_PRELOAD}"
-  # keep freed pages for the next step instead of handing them back to be zeroed again,
-  # and don't print a line for every allocation over 1 GB (monoocc_s makes several)
-  export TCMALLOC_RELEASE_RATE="${TCMALLOC_RELEASE_RATE:-0}"
+  # Don't print a line for every allocation over 1 GB (monoocc_s makes several).
   export TCMALLOC_LARGE_ALLOC_REPORT_THRESHOLD="${TCMALLOC_LARGE_ALLOC_REPORT_THRESHOLD:-1099511627776}"
+  # TCMALLOC_RELEASE_RATE is left at tcmalloc's default here: this environment also runs the
+  # long-lived node, whose memory must shrink again after a spike; with 0 it never would.
+  # Short batch jobs that re-allocate the same tensors every step (tests, the demo's training)
+  # set TCMALLOC_RELEASE_RATE=0 themselves (scripts/run_tests.sh, scripts/run_demo.sh).
 fi
 unset _monoocc_tcmalloc
 # numpy's OpenBLAS threads on thin (N,3)@(3,3) products cost more than they give on small machines.

@@ -6,7 +6,10 @@
 #   4. the node started on the student; the held-out bag replayed into it over real DDS at its
 #      recorded rate; the node's output scored live (rate, latency, drops, SSC metrics)
 #   5. offline evaluation of the same bag with rendered PNGs (image | prediction | ground truth)
-# Every step skips work whose result is already in $DEMO_OUT (default demo_out/).
+# Every step skips work whose result is already in $DEMO_OUT (default demo_out/) *and* was made
+# with today's settings (DEMO_TRAIN_FRAMES, DEMO_EVAL_FRAMES, DEMO_TRAIN_STEPS): each result keeps
+# a stamp of the settings it was made with, and a changed setting redoes that step and the ones
+# that depend on it, saying so.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -25,37 +28,63 @@ mkdir -p "$OUT"
 
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
+# reusable STAMP WANT WHAT: true when STAMP holds WANT (reuse the result); otherwise say why the
+# result WHAT is made again. The stamp is written only after the step succeeded (stamp_done).
+reusable() {
+  if [ -f "$1" ] && [ "$(cat "$1")" = "$2" ]; then
+    echo "reusing $3 ($2)"
+    return 0
+  fi
+  if [ -f "$1" ]; then
+    echo "settings changed for $3: was ($(cat "$1")), now ($2); making it again"
+  elif [ -e "$3" ]; then
+    echo "$3 has no settings stamp (older demo run or interrupted); making it again"
+  fi
+  return 1
+}
+stamp_done() { printf '%s\n' "$2" >"$1"; }
+
 step "1/5 synthetic streets in the SemanticKITTI layout"
 for spec in "00 11 $TRAIN_FRAMES" "08 12 $EVAL_FRAMES"; do
   read -r seq seed frames <<<"$spec"
-  if [ -f "$OUT/kitti/sequences/$seq/times.txt" ]; then
-    echo "reusing $OUT/kitti/sequences/$seq"
-  else
+  want="frames=$frames seed=$seed image=${IMAGE_SIZE[0]}x${IMAGE_SIZE[1]} voxel_every=1"
+  stamp="$OUT/kitti/sequences/.demo-$seq.stamp"
+  if ! reusable "$stamp" "$want" "$OUT/kitti/sequences/$seq"; then
     monoocc generate-scene "$OUT/kitti" --sequence "$seq" --frames "$frames" --seed "$seed" \
-      --image-size "${IMAGE_SIZE[@]}" --voxel-every 1
+      --image-size "${IMAGE_SIZE[@]}" --voxel-every 1 --force
+    stamp_done "$stamp" "$want"
   fi
 done
 
 step "2/5 rosbag2 conversion"
 for seq in 00 08; do
-  if [ -d "$OUT/bags/$seq" ]; then
-    echo "reusing $OUT/bags/$seq"
-  else
-    monoocc convert-kitti "$OUT/kitti" "$seq" "$OUT/bags/$seq"
+  # the bag is made from the sequence: its stamp is the sequence's
+  want="$(cat "$OUT/kitti/sequences/.demo-$seq.stamp")"
+  stamp="$OUT/bags/.demo-$seq.stamp"
+  if ! reusable "$stamp" "$want" "$OUT/bags/$seq"; then
+    monoocc convert-kitti "$OUT/kitti" "$seq" "$OUT/bags/$seq" --force
+    stamp_done "$stamp" "$want"
   fi
 done
 
 step "3/5 tiny student trained on sequence 00"
 CKPT="$OUT/student/last.pt"
-if [ -f "$OUT/student/done" ]; then
-  echo "reusing $CKPT"
-else
-  monoocc train student student_tiny.yaml --resume --set model=tiny_per_voxel \
+want="steps=$TRAIN_STEPS data=($(cat "$OUT/bags/.demo-00.stamp"))"
+stamp="$OUT/student/demo.stamp"
+if ! reusable "$stamp" "$want" "$OUT/student"; then
+  # --resume continues an interrupted run of these settings; any other run starts afresh
+  if [ "$(cat "$OUT/student/training.stamp" 2>/dev/null)" != "$want" ]; then
+    rm -rf "$OUT/student"
+  fi
+  mkdir -p "$OUT/student"
+  stamp_done "$OUT/student/training.stamp" "$want"
+  # a batch job: keep freed pages for the next step (env.sh leaves the rate at its default for the node)
+  TCMALLOC_RELEASE_RATE="${TCMALLOC_RELEASE_RATE:-0}" monoocc train student student_tiny.yaml --resume --set model=tiny_per_voxel \
     --set data.train_bags="$OUT/bags/00" --set data.val_bags="$OUT/bags/08" \
     --set data.image_scale=1.0 --set distill.mode=off \
     --set epochs=100 --set max_steps="$TRAIN_STEPS" --set optim.warmup_iters=5 --set optim.lr=1e-2 \
     --set validate=false --set checkpoint_every=10 --set log_every=5 --set out_dir="$OUT/student"
-  touch "$OUT/student/done"
+  stamp_done "$stamp" "$want"
 fi
 
 step "4/5 live: replay sequence 08 into the node over DDS, score its output"

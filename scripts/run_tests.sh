@@ -7,6 +7,8 @@ cd "$ROOT"
 set +u  # ROS setup files read unset variables
 . scripts/env.sh
 set -u
+# Test processes are short-lived: keep freed pages instead of returning them (see env.sh).
+export TCMALLOC_RELEASE_RATE="${TCMALLOC_RELEASE_RATE:-0}"
 # A fresh DDS domain per run keeps concurrent runs on one machine apart.
 export ROS_DOMAIN_ID="${ROS_DOMAIN_ID:-$(( ($$ % 100) + 1 ))}"
 set +e

@@ -53,6 +53,13 @@ def register(subparsers) -> None:
                 help="write each rank's final weights sha256 to <dir>/rank<r>.json (to check DDP ranks agree)",
             )
         p.set_defaults(func=_run_job, train_role=job)
+    text = "fit the confidence temperature of a student checkpoint on validation bags (stored in the checkpoint)"
+    p = jobs.add_parser("calibrate", help=text, description=text)
+    p.add_argument("checkpoint", type=Path, help="student checkpoint (rewritten atomically with a 'calibration' entry)")
+    p.add_argument("--val-bags", required=True, help="comma-separated validation bag folders (not the test bags)")
+    p.add_argument("--image-scale", type=float, default=1.0, help="resize factor the student was trained at")
+    p.add_argument("--max-frames", type=int, default=0, help="use only the first N ground-truth frames (0 = all)")
+    p.set_defaults(func=_run_calibrate)
 
 
 def _run_job(args: argparse.Namespace) -> int:
@@ -74,5 +81,19 @@ def _run_job(args: argparse.Namespace) -> int:
             run_training(cfg, resume=args.resume, hash_dir=args.hash_dir)
     except TrainingError as exc:
         print(f"monoocc train {args.train_role}: error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _run_calibrate(args: argparse.Namespace) -> int:
+    from monoocc_ros.models.checkpoint import CheckpointError
+    from training.calibrate import calibrate_checkpoint
+    from training.train import TrainingError
+
+    bags = [b for b in args.val_bags.split(",") if b.strip()]
+    try:
+        calibrate_checkpoint(args.checkpoint, bags, image_scale=args.image_scale, max_frames=args.max_frames)
+    except (TrainingError, CheckpointError, ValueError) as exc:  # e.g. a model that needs query files
+        print(f"monoocc train calibrate: error: {exc}", file=sys.stderr)
         return 1
     return 0

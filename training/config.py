@@ -20,6 +20,8 @@ from typing import Any, Literal
 
 import yaml
 
+from monoocc_ros.errors import UserError
+
 __all__ = [
     "DataConfig",
     "OptimConfig",
@@ -41,7 +43,7 @@ DistillMode = Literal["off", "released_kl", "mse", "cosine", "softmax_kl"]
 TeacherSource = Literal["online", "cached"]
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A configuration file or override is invalid; the message names the file and key."""
 
 
@@ -56,6 +58,8 @@ class DataConfig:
         image_scale: resize factor applied to images (K follows); 1.0 keeps full resolution.
         max_train_frames: use only the first N training frames (0 = all).
         max_val_frames: use only the first N validation frames (0 = all).
+        queries: VoxFormer query files (``DIR/sequences/SS/queries/NNNNNN.query_<tag>``): the student
+            trains in proposal mode "external" on them, as the paper did (empty = its own proposals).
     """
 
     train_bags: tuple[str, ...] = ()
@@ -64,6 +68,7 @@ class DataConfig:
     image_scale: float = 1.0
     max_train_frames: int = 0
     max_val_frames: int = 0
+    queries: str = ""
 
 
 @dataclass(frozen=True)
@@ -99,6 +104,9 @@ class DistillConfig:
         teacher_checkpoint: the frozen teacher's checkpoint file.
         source: ``online`` runs the frozen teacher each step; ``cached`` reads ``cache_dir``.
         cache_dir: folder written by ``monoocc train dump-teacher``.
+        max_feature_rms: stop the run when the RMS of the distilled student features exceeds
+            this (they start near 1 as LayerNorm outputs; ``released_kl`` drifts them without
+            bound); 0 disables the check.
     """
 
     mode: DistillMode = "released_kl"
@@ -107,6 +115,7 @@ class DistillConfig:
     teacher_checkpoint: str = ""
     source: TeacherSource = "online"
     cache_dir: str = ""
+    max_feature_rms: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -149,6 +158,8 @@ class TrainConfig:
         validate: run validation with SSC metrics at epoch ends.
         val_every: validate every N epochs (and always after the last one).
         log_images: render a prediction vs ground truth image to TensorBoard at validation.
+        calibrate: after a student run with validation bags, fit the confidence temperature on
+            them and store it in ``last.pt`` / ``best.pt`` (:mod:`training.calibrate`).
         device: ``auto`` (CUDA when available), ``cpu`` or ``cuda``.
     """
 
@@ -172,6 +183,7 @@ class TrainConfig:
     validate: bool = True
     val_every: int = 1
     log_images: bool = True
+    calibrate: bool = True
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
     def __post_init__(self):
@@ -190,6 +202,8 @@ def _check_values(cfg: TrainConfig) -> None:
         problems.append(f"data.image_scale must be in (0, 1], got {cfg.data.image_scale}")
     if cfg.optim.lr <= 0:
         problems.append(f"optim.lr must be > 0, got {cfg.optim.lr}")
+    if cfg.distill.max_feature_rms < 0:
+        problems.append(f"distill.max_feature_rms must be >= 0 (0 disables), got {cfg.distill.max_feature_rms}")
     if cfg.distill.temperature <= 0:
         problems.append(f"distill.temperature must be > 0, got {cfg.distill.temperature}")
     if cfg.teacher.backbone_depth not in (50, 101):

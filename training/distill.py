@@ -13,6 +13,12 @@ bounded losses that are zero exactly when the features agree:
 - ``cosine``: ``1 - cos(s, t)`` per voxel, in [0, 2].
 - ``softmax_kl``: ``T^2 * KL(softmax(t / T) || softmax(s / T))`` over channels, >= 0.
 
+Because ``released_kl`` has no lower bound, the trainer watches the RMS of the distilled
+student features (:func:`feature_rms`) and stops with :class:`FeatureDriftError` once it passes
+``distill.max_feature_rms`` (:func:`check_feature_drift`). The features are LayerNorm outputs,
+so they start at RMS ~1; the released loss then shifts the norm's bias along ``exp(t)`` by
+about the learning rate every step, without end.
+
 The teacher-feature cache (``dump-teacher``) lives in :mod:`training.feature_cache`.
 """
 
@@ -32,6 +38,9 @@ __all__ = [
     "cosine_loss",
     "softmax_kl_loss",
     "feature_distance",
+    "feature_rms",
+    "FeatureDriftError",
+    "check_feature_drift",
     "DistillLoss",
 ]
 
@@ -98,6 +107,40 @@ def feature_distance(student: Tensor, teacher: Tensor, labels_half: Tensor) -> T
     if not bool(mask.any()):
         return student.new_zeros(())
     return normalized_mse_loss(masked_voxels(student, mask), masked_voxels(teacher, mask))
+
+
+def feature_rms(features: Tensor, labels_half: Tensor) -> Tensor:
+    """Root mean square of the (B, C, X, Y, Z) features on the distillation mask (0 if empty)."""
+    mask = distill_mask(labels_half)
+    if not bool(mask.any()):
+        return features.new_zeros(())
+    return masked_voxels(features.detach().float(), mask).square().mean().sqrt()
+
+
+class FeatureDriftError(RuntimeError):
+    """The distilled student features left the configured range (``distill.max_feature_rms``)."""
+
+
+def check_feature_drift(rms: float, limit: float, *, mode: str, step: int) -> None:
+    """Raise :class:`FeatureDriftError` when ``rms`` exceeds ``limit`` (``limit <= 0`` disables).
+
+    Args:
+        rms: RMS of the student's masked voxel features (:func:`feature_rms`).
+        limit: ``distill.max_feature_rms``.
+        mode: the distillation mode, named in the message.
+        step: the global step about to be taken, named in the message.
+    """
+    if limit > 0 and not rms <= limit:  # `not <=` also catches NaN
+        hint = (
+            "released_kl has no lower bound and pushes the features along exp(teacher) forever; "
+            "use distill.mode=mse, cosine or softmax_kl, or a lower distill.weight / optim.lr"
+            if mode == "released_kl"
+            else "lower distill.weight or optim.lr"
+        )
+        raise FeatureDriftError(
+            f"student voxel-feature RMS {rms:.4g} exceeds distill.max_feature_rms={limit:g} at global step "
+            f"{step} (distill.mode={mode}): {hint}; or raise distill.max_feature_rms (0 disables the check)"
+        )
 
 
 class DistillLoss(nn.Module):

@@ -20,6 +20,7 @@ from typing import Sequence
 
 import torch
 
+from monoocc_ros.errors import UserError
 from monoocc_ros.fileio import atomic_write, sha256_file, write_json_atomic
 from torch import Tensor
 
@@ -35,7 +36,7 @@ CACHE_FORMAT = "monoocc_ros/teacher_cache/1"
 MANIFEST = "manifest.json"
 
 
-class CacheMismatchError(RuntimeError):
+class CacheMismatchError(UserError, RuntimeError):
     """The teacher cache was not made from this teacher checkpoint, these bags or settings."""
 
 

@@ -7,8 +7,11 @@ regular (cosine) learning rate: ``lr_warm = lr_regular * (1 - (1 - it / warmup_i
 Example:
     >>> sched = WarmupCosine(steps_per_epoch=10, epochs=2, warmup_iters=0, warmup_ratio=1/3,
     ...                      min_lr_ratio=1e-3)
-    >>> round(sched(0), 4), round(sched(10), 4)
-    (1.0, 0.0010)
+    >>> [round(sched(step), 4) for step in (0, 10, 20)]  # epochs 0, 1, 2: cosine from 1 to min_lr_ratio
+    [1.0, 0.5005, 0.001]
+    >>> warm = WarmupCosine(steps_per_epoch=10, epochs=2, warmup_iters=4, warmup_ratio=1/3, min_lr_ratio=1e-3)
+    >>> [round(warm(step), 4) for step in (0, 2, 4)]  # linear from lr / 3 to lr over 4 steps
+    [0.3333, 0.6667, 1.0]
 """
 
 from __future__ import annotations

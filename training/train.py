@@ -32,6 +32,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from monoocc_ros.fileio import write_text_atomic
 from training.checkpoint import (
     LoopState,
     capture_rng_state,
@@ -50,7 +51,7 @@ from training.ddp import (
     shutdown_distributed,
     unwrap,
 )
-from training.distill import DistillLoss, feature_distance
+from training.distill import DistillLoss, FeatureDriftError, check_feature_drift, feature_distance, feature_rms
 from training.feature_cache import TeacherFeatureCache
 from training.schedule import WarmupCosine
 
@@ -92,6 +93,7 @@ class TrainSummary:
         best_miou: best validation mIoU (-1 without validation).
         out_dir: where checkpoints and logs are.
         seconds: wall time of this process's run.
+        calibration: checkpoint file name -> its fitted temperature record (students with val bags).
     """
 
     role: str
@@ -102,6 +104,7 @@ class TrainSummary:
     best_miou: float = -1.0
     out_dir: str = ""
     seconds: float = 0.0
+    calibration: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 class FrameDataset(Dataset):
@@ -148,7 +151,9 @@ def _resize_images(images: Tensor, size: tuple[int, int]) -> Tensor:
     return F.interpolate(images, size=size, mode="bilinear", align_corners=False, antialias=True).clamp_(0, 1)
 
 
-def _open_dataset(bags: tuple[str, ...], key: str, temporal_offsets, max_frames: int, scale: float) -> FrameDataset:
+def _open_dataset(
+    bags: tuple[str, ...], key: str, temporal_offsets, max_frames: int, scale: float, queries: str = ""
+) -> FrameDataset:
     from monoocc_ros.data.bag_dataset import BagDataset
     from monoocc_ros.data.bag_io import BagReadError
 
@@ -162,6 +167,7 @@ def _open_dataset(bags: tuple[str, ...], key: str, temporal_offsets, max_frames:
             [Path(b) for b in bags],
             temporal_offsets=temporal_offsets,
             frames=slice(0, max_frames) if max_frames else None,
+            queries=Path(queries) if queries else None,
         )
     except (BagReadError, ValueError) as exc:
         raise TrainingError(f"{key}: {exc}") from None
@@ -222,6 +228,13 @@ class Trainer:
             model_cfg = dataclasses.replace(
                 model_cfg, voxel=dataclasses.replace(model_cfg.voxel, gradient_checkpointing=True)
             )
+        if cfg.data.queries:
+            # official protocol: DCA queries come from the VoxFormer files, not from the model
+            if cfg.role == "teacher":
+                raise TrainingError("data.queries: the teacher makes its own queries; set it for the student only")
+            model_cfg = dataclasses.replace(model_cfg, proposal=dataclasses.replace(model_cfg.proposal, mode="external"))
+        elif model_cfg.proposal.mode == "external":
+            raise TrainingError(f'model {cfg.model!r} is in proposal mode "external": set data.queries to the query files')
         self.model_cfg = model_cfg
 
         # teacher (frozen) and its feature source for distillation
@@ -249,15 +262,18 @@ class Trainer:
             self.distill = DistillLoss(cfg.distill.mode, cfg.distill.weight, cfg.distill.temperature)
 
         d = cfg.data
-        self.train_set = _open_dataset(d.train_bags, "data.train_bags", offsets, d.max_train_frames, d.image_scale)
+        self.train_set = _open_dataset(d.train_bags, "data.train_bags", offsets, d.max_train_frames, d.image_scale, d.queries)
         self.val_set = (
-            _open_dataset(d.val_bags, "data.val_bags", offsets, d.max_val_frames, d.image_scale)
+            _open_dataset(d.val_bags, "data.val_bags", offsets, d.max_val_frames, d.image_scale, d.queries)
             if d.val_bags and cfg.validate
             else None
         )
         if self._use_cache:
             self._open_cache()
 
+        # re-seed: the initial weights depend only on the seed, not on whether a teacher was built
+        # (its random init draws from the same stream), so runs with and without distillation start equal
+        _seed_everything(cfg.seed + env.rank)
         self.model = self._build_model().to(env.device)
         self.criterion = MonoOccLoss.for_model(self.model, LossConfig()).to(env.device)
         params = [p for p in self.model.parameters() if p.requires_grad]
@@ -408,7 +424,7 @@ class Trainer:
             return model(
                 batch["image"], batch["K"], batch["T_cam_grid"], batch["temporal_images"], batch["temporal_T_cam_grid"]
             )
-        return model(batch["image"], batch["K"], batch["T_cam_grid"])
+        return model(batch["image"], batch["K"], batch["T_cam_grid"], batch.get("proposals"))
 
     @torch.no_grad()
     def _teacher_features(self, batch: dict[str, Any]) -> Tensor | None:
@@ -464,6 +480,8 @@ class Trainer:
                 f"on rank {self.env.rank if not all(map(math.isfinite, values.values())) else 'another'}: "
                 f"{shown}; stopped without saving, the last good checkpoint is {self.out_dir / LAST}"
             )
+        if self.distill is not None:
+            self._check_feature_drift(outputs["voxel_features"], batch["labels_half"], values)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(terms["loss"]).backward()
         if self.cfg.optim.grad_clip > 0:
@@ -475,6 +493,22 @@ class Trainer:
         values["lr"] = self.optimizer.param_groups[0]["lr"]
         self.scheduler.step()
         return values
+
+    def _check_feature_drift(self, features: Tensor, labels_half: Tensor, values: dict[str, float]) -> None:
+        """Stop (every rank, before the update) once the distilled features' RMS passes the limit."""
+        rms = float(feature_rms(features, labels_half))
+        values["feature_rms"] = rms
+        dc = self.cfg.distill
+        mine = dc.max_feature_rms > 0 and not rms <= dc.max_feature_rms
+        if all_reduce_sum(torch.tensor([float(mine)], device=self.env.device)).item() == 0:
+            return
+        try:
+            check_feature_drift(rms if mine else math.inf, dc.max_feature_rms, mode=dc.mode, step=self.loop.global_step + 1)
+        except FeatureDriftError as exc:
+            where = "" if mine else " (on another rank)"
+            raise TrainingError(
+                f"{exc}{where}; stopped without saving, the last good checkpoint is {self.out_dir / LAST}"
+            ) from None
 
     # -- validation --------------------------------------------------------------------------
 
@@ -703,11 +737,22 @@ def run_training(cfg: TrainConfig, *, resume: bool = False, hash_dir: Path | Non
         summary = trainer.run()
         if hash_dir is not None:
             hash_dir.mkdir(parents=True, exist_ok=True)
-            (hash_dir / f"rank{env.rank}.json").write_text(
-                json.dumps({"rank": env.rank, "step": summary.global_step, "sha256": weights_sha256(trainer.model)})
+            write_text_atomic(
+                hash_dir / f"rank{env.rank}.json",
+                json.dumps({"rank": env.rank, "step": summary.global_step, "sha256": weights_sha256(trainer.model)}),
             )
         if env.is_main:
             print(format_summary(summary), file=sys.stderr)
+        if env.is_main and cfg.calibrate and cfg.role == "student" and trainer.val_set is not None:
+            from training.calibrate import calibrate_checkpoint
+
+            d = cfg.data
+            for name in (LAST, BEST):
+                if (trainer.out_dir / name).is_file():
+                    summary.calibration[name] = calibrate_checkpoint(
+                        trainer.out_dir / name, d.val_bags, image_scale=d.image_scale, max_frames=d.max_val_frames,
+                        device=str(env.device), queries=d.queries,
+                    )
         return summary
     finally:
         shutdown_distributed()

@@ -70,6 +70,10 @@ class BagDataset(Dataset):
         temporal_offsets: frame offsets of the temporal neighbours (e.g. ``(-1, 1)``), counted
             in camera frames of the same bag and clamped at its ends.
         frames: slice of the concatenated ground-truth frames to use.
+        queries: VoxFormer query files (``DIR/sequences/SS/queries/NNNNNN.query_<tag>``, SS from
+            each bag's converter metadata): every sample gets its frame's ``proposals``
+            (128, 128, 16) bool, the official protocol's DCA queries. Frames without a file are
+            left out and listed in ``problems``.
 
     Attributes:
         problems: everything skipped while indexing, per bag.
@@ -84,6 +88,7 @@ class BagDataset(Dataset):
         *,
         temporal_offsets: Sequence[int] = (),
         frames: slice | None = None,
+        queries: Path | None = None,
     ):
         self.temporal_offsets = tuple(int(o) for o in temporal_offsets)
         self.indexes: list[BagIndex] = [
@@ -91,6 +96,19 @@ class BagDataset(Dataset):
         ]
         self.problems = [p for index in self.indexes for p in index.problems]
         items = [(b, r) for b, index in enumerate(self.indexes) for r in index.selected]
+        self.queries = None if queries is None else [_query_files(index.bag, Path(queries)) for index in self.indexes]
+        if self.queries is not None:
+            kept = []
+            for b, r in items:
+                rec = self.indexes[b].records[r]
+                if rec.kitti_frame in self.queries[b].files:
+                    kept.append((b, r))
+                else:
+                    self.problems.append(
+                        f"{self.indexes[b].bag}: frame at {rec.stamp_ns} ns (KITTI frame {rec.kitti_frame}) has no "
+                        f"query file in {self.queries[b].folder}; left out"
+                    )
+            items = kept
         self.items: list[tuple[int, int]] = items[frames] if frames is not None else items
         if not self.items:
             raise ValueError(
@@ -138,7 +156,11 @@ class BagDataset(Dataset):
             nrec = index.records[n]
             # current grid -> odom -> neighbour grid -> neighbour camera
             t_poses.append(nrec.T_cam_grid @ invert_rigid(nrec.T_odom_grid) @ rec.T_odom_grid)
+        extra = {}
+        if self.queries is not None:
+            extra["proposals"] = torch.from_numpy(self.queries[b].load(rec.kitti_frame))
         return {
+            **extra,
             "image": _to_chw(image),
             "K": torch.from_numpy(rec.K.astype(np.float32)),
             "T_cam_grid": torch.from_numpy(rec.T_cam_grid.astype(np.float32)),
@@ -153,6 +175,20 @@ class BagDataset(Dataset):
             "stamp_ns": torch.tensor(rec.stamp_ns, dtype=torch.int64),
             "index": i,
         }
+
+
+def _query_files(bag: Path, root: Path):
+    """The query files of the sequence ``bag`` was converted from (its converter metadata)."""
+    from monoocc_ros.evaluation.offline import bag_sequence
+    from monoocc_ros.models.proposals import QueryFiles
+
+    sequence = bag_sequence(bag)
+    if sequence is None:
+        raise ValueError(f"{bag}: no KITTI sequence in the bag's metadata, so its query files cannot be found")
+    try:
+        return QueryFiles(root, sequence)
+    except FileNotFoundError as e:
+        raise ValueError(str(e)) from e
 
 
 def _to_chw(image: np.ndarray) -> torch.Tensor:

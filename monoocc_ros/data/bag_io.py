@@ -23,9 +23,13 @@ from pathlib import Path
 import numpy as np
 
 from monoocc_ros import topics
-from monoocc_ros.camera import check_intrinsics, invert_rigid
-from monoocc_ros.grid import KITTI_GRID, VoxelGrid
+from monoocc_ros.errors import UserError
+from monoocc_ros.camera import CameraInfoReader, check_sane_intrinsics, invert_rigid
+from monoocc_ros.grid import KITTI_GRID, KITTI_GRID_HALF, VoxelGrid
+from monoocc_ros.image_codec import decode_message
 from monoocc_ros.labels import SEMANTIC_KITTI
+from monoocc_ros.stamps import split_ns, stamp_to_ns
+from monoocc_ros.transforms import matrix_to_quaternion, quaternion_to_matrix
 
 __all__ = [
     "BagFrame",
@@ -49,7 +53,7 @@ POINT_FIELDS = ("x", "y", "z", "intensity", "label")
 POINT_STEP = 20  # 4 x float32 + uint32
 
 
-class BagReadError(RuntimeError):
+class BagReadError(UserError, RuntimeError):
     """The bag cannot be opened or read at all; the message names the bag."""
 
 
@@ -75,65 +79,14 @@ def typestore():
     return store
 
 
-# ---------------------------------------------------------------- rotations
-
-
-def quaternion_to_matrix(x: float, y: float, z: float, w: float) -> np.ndarray:
-    """Unit quaternion (x, y, z, w) -> (3, 3) rotation matrix."""
-    q = np.array([x, y, z, w], dtype=np.float64)
-    n = np.linalg.norm(q)
-    if not np.isfinite(n) or n < 1e-9:
-        raise ValueError(f"quaternion {q.tolist()} has zero or non-finite norm")
-    x, y, z, w = q / n
-    return np.array(
-        [
-            [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
-            [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
-            [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
-        ]
-    )
-
-
-def matrix_to_quaternion(R: np.ndarray) -> np.ndarray:
-    """(3, 3) rotation -> (4,) quaternion (x, y, z, w) with w >= 0.
-
-    The matrix is first projected onto the nearest rotation (SVD), because calibration files
-    store rotations with ~1e-7 orthonormality error.
-    """
-    U, _, Vt = np.linalg.svd(np.asarray(R, dtype=np.float64))
-    R = U @ np.diag([1.0, 1.0, np.linalg.det(U @ Vt)]) @ Vt
-    # Shepperd's method: branch on the largest diagonal term for numerical stability.
-    t = np.trace(R)
-    if t > 0:
-        s = 2.0 * np.sqrt(1.0 + t)
-        q = [(R[2, 1] - R[1, 2]) / s, (R[0, 2] - R[2, 0]) / s, (R[1, 0] - R[0, 1]) / s, s / 4]
-    else:
-        i = int(np.argmax(np.diag(R)))
-        j, k = (i + 1) % 3, (i + 2) % 3
-        s = 2.0 * np.sqrt(1.0 + R[i, i] - R[j, j] - R[k, k])
-        q = [0.0] * 4
-        q[i] = s / 4
-        q[j] = (R[j, i] + R[i, j]) / s
-        q[k] = (R[k, i] + R[i, k]) / s
-        q[3] = (R[k, j] - R[j, k]) / s
-    q = np.asarray(q)
-    return q if q[3] >= 0 else -q
-
-
 # ---------------------------------------------------------------- message builders
-
-
-def stamp_to_ns(stamp) -> int:
-    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
 
 
 def make_header(stamp_ns: int, frame_id: str):
     t = typestore().types
+    sec, nanosec = split_ns(stamp_ns)
     return t["std_msgs/msg/Header"](
-        stamp=t["builtin_interfaces/msg/Time"](
-            sec=stamp_ns // 1_000_000_000, nanosec=stamp_ns % 1_000_000_000
-        ),
-        frame_id=frame_id,
+        stamp=t["builtin_interfaces/msg/Time"](sec=sec, nanosec=nanosec), frame_id=frame_id
     )
 
 
@@ -166,9 +119,13 @@ def compressed_image_message(
 def camera_info_message(
     K: np.ndarray, image_hw: tuple[int, int], stamp_ns: int, frame_id: str = topics.CAMERA_FRAME
 ):
-    """Rectified pinhole CameraInfo: K, R = I, P = [K | 0], no distortion."""
+    """Rectified pinhole CameraInfo: K, R = I, P = [K | 0], no distortion.
+
+    K must pass the bounds every reader applies (:func:`~monoocc_ros.camera.check_sane_intrinsics`),
+    so the converter never writes a CameraInfo that training, evaluation or the node would refuse.
+    """
     t = typestore().types
-    K = check_intrinsics(K)
+    K = check_sane_intrinsics(K, tuple(image_hw), name="camera_info K")
     P = np.zeros((3, 4))
     P[:, :3] = K
     return t["sensor_msgs/msg/CameraInfo"](
@@ -242,8 +199,12 @@ def grid_message(
     stamp_ns: int,
     grid: VoxelGrid = KITTI_GRID,
     frame_id: str = topics.GRID_FRAME,
+    *,
+    class_names: list[str] | None = None,
 ):
-    """(X, Y, Z) uint8 train ids -> SemanticOccupancyGrid (origin = grid minimum corner)."""
+    """(X, Y, Z) uint8 train ids -> SemanticOccupancyGrid (origin = grid minimum corner).
+
+    ``class_names`` names the label values (default: SemanticKITTI's train classes)."""
     t = typestore().types
     labels = np.ascontiguousarray(labels, dtype=np.uint8)
     if labels.shape != grid.size:
@@ -261,7 +222,7 @@ def grid_message(
         size_z=grid.size[2],
         labels=labels.reshape(-1),
         confidence=np.zeros(0, dtype=np.uint8),
-        class_names=list(SEMANTIC_KITTI.names),
+        class_names=list(SEMANTIC_KITTI.names) if class_names is None else list(class_names),
     )
 
 
@@ -269,41 +230,24 @@ def grid_message(
 
 
 def decode_image(msg) -> np.ndarray:
-    """sensor_msgs/Image (rgb8, bgr8, mono8) or CompressedImage -> (H, W, 3) uint8 RGB.
+    """sensor_msgs/Image or CompressedImage -> (H, W, 3) uint8 RGB, by the project's one decoder
+    (:func:`monoocc_ros.image_codec.decode_message`, the node's too).
 
     Raises:
-        ValueError: unsupported encoding or inconsistent size.
+        ImageDecodeError (a ValueError): unsupported encoding (named), size too large or inconsistent.
     """
-    if msg.__msgtype__ == "sensor_msgs/msg/CompressedImage":
-        import cv2
-
-        bgr = cv2.imdecode(np.asarray(msg.data, dtype=np.uint8), cv2.IMREAD_COLOR)
-        if bgr is None:
-            raise ValueError(f"compressed image ({msg.format!r}) cannot be decoded")
-        return np.ascontiguousarray(bgr[:, :, ::-1])
-    channels = {"rgb8": 3, "bgr8": 3, "mono8": 1}.get(msg.encoding)
-    if channels is None:
-        raise ValueError(f"image encoding {msg.encoding!r} not supported (rgb8, bgr8, mono8)")
-    h, w, step = int(msg.height), int(msg.width), int(msg.step)
-    if step < w * channels or len(msg.data) != step * h:
-        raise ValueError(f"image data has {len(msg.data)} bytes, expected step {step} x height {h}")
-    img = (
-        np.asarray(msg.data, dtype=np.uint8)
-        .reshape(h, step)[:, : w * channels]
-        .reshape(h, w, channels)
-    )
-    if msg.encoding == "bgr8":
-        img = img[:, :, ::-1]
-    elif msg.encoding == "mono8":
-        img = np.repeat(img, 3, axis=2)
-    return np.ascontiguousarray(img)
+    return decode_message(msg)
 
 
-def decode_camera_info(msg) -> np.ndarray:
-    """CameraInfo -> (3, 3) float64 K of the rectified image (from P, as image_geometry does)."""
-    P = np.asarray(msg.p, dtype=np.float64).reshape(3, 4)
-    K = P[:, :3] if P[2, 2] != 0 else np.asarray(msg.k, dtype=np.float64).reshape(3, 3)
-    return check_intrinsics(K, name="camera_info K")
+def decode_camera_info(msg, reader: CameraInfoReader | None = None) -> np.ndarray:
+    """CameraInfo -> (3, 3) float64 K by the one camera rule (:class:`~monoocc_ros.camera.CameraInfoReader`:
+    P when set, else K), for an image of the size the message states.
+
+    Raises:
+        CameraInfoError: what the model cannot honour, with the reason.
+    """
+    reader = reader if reader is not None else CameraInfoReader(topics.CAMERA_INFO)
+    return reader.intrinsics(msg, (int(msg.height), int(msg.width)))
 
 
 def decode_transform(tf) -> np.ndarray:
@@ -379,6 +323,7 @@ class FrameRecord:
     ground_truth: MsgRef | None
     points: MsgRef | None
     kitti_frame: int | None = None
+    proposals: MsgRef | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -401,6 +346,7 @@ class BagFrame:
     T_cam_grid: np.ndarray
     ground_truth: np.ndarray | None
     index: int
+    proposals: np.ndarray | None = None
 
 
 @dataclass(eq=False)
@@ -479,6 +425,11 @@ class BagIndex:
         ref = self.records[record_index].ground_truth
         return None if ref is None else decode_grid(self.read(ref))
 
+    def load_proposals(self, record_index: int) -> np.ndarray | None:
+        """(128, 128, 16) bool query proposals recorded for the frame, or None."""
+        ref = self.records[record_index].proposals
+        return None if ref is None else decode_grid(self.read(ref), KITTI_GRID_HALF) > 0
+
     def load_record(self, record_index: int) -> BagFrame:
         rec = self.records[record_index]
         return BagFrame(
@@ -488,6 +439,7 @@ class BagIndex:
             T_cam_grid=rec.T_cam_grid.copy(),
             ground_truth=self.load_ground_truth(record_index),
             index=record_index if rec.kitti_frame is None else rec.kitti_frame,
+            proposals=self.load_proposals(record_index),
         )
 
 
@@ -534,14 +486,18 @@ def read_bag_frames(bag: Path, *, require_ground_truth: bool = False) -> BagInde
     bag = Path(bag)
     if not bag.exists():
         raise BagReadError(f"{bag}: bag not found")
+    if bag.is_dir() and not (bag / "metadata.yaml").is_file():
+        raise BagReadError(f"{bag}: not a rosbag2 folder (it has no metadata.yaml)")
     store = typestore()
     problems: list[str] = []
-    images: list[tuple[int, MsgRef, tuple[int, int]]] = []
-    infos: dict[int, tuple[np.ndarray, tuple[int, int]]] = {}
+    images: list[tuple[int, MsgRef, tuple[int, int], str]] = []
+    infos: dict[int, tuple[np.ndarray, tuple[int, int], str]] = {}
+    camera = CameraInfoReader(f"{bag}: {topics.CAMERA_INFO}", warn=problems.append)
     static: dict[str, tuple[str, np.ndarray]] = {}
     odom: dict[int, np.ndarray] = {}
     gts: dict[int, MsgRef] = {}
     points: dict[int, MsgRef] = {}
+    proposals: dict[int, MsgRef] = {}
     counts: dict[str, int] = defaultdict(int)
     try:
         reader = Reader(bag)
@@ -560,7 +516,7 @@ def read_bag_frames(bag: Path, *, require_ground_truth: bool = False) -> BagInde
                     ordinals[(topic, log_time)] += 1
                     try:
                         msg = store.deserialize_cdr(raw, conn.msgtype)
-                        _index_message(msg, ref, images, infos, static, odom, gts, points)
+                        _index_message(msg, ref, images, infos, static, odom, gts, points, proposals, camera)
                     except Exception as e:  # any decoding failure: report and keep going
                         problems.append(
                             f"{bag}: {topic} message #{n} at {_fmt_ns(log_time)} skipped "
@@ -582,15 +538,17 @@ def read_bag_frames(bag: Path, *, require_ground_truth: bool = False) -> BagInde
     if require_ground_truth and topics.GROUND_TRUTH not in present:
         problems.append(f"{bag}: topic {topics.GROUND_TRUTH} missing, no ground-truth frames")
 
+    if camera.distorted:
+        problems.append(f"{bag}: {camera.distorted} {topics.CAMERA_INFO} messages with non-zero distortion (warned above)")
     kitti_frames = _kitti_frames(bag, problems)
-    records = _build_records(bag, images, infos, static, odom, gts, points, problems, kitti_frames)
+    records = _build_records(bag, images, infos, static, odom, gts, points, problems, kitti_frames, proposals)
     selected = [
         i for i, r in enumerate(records) if r.ground_truth is not None or not require_ground_truth
     ]
     return BagIndex(bag=bag, records=records, selected=selected, problems=problems)
 
 
-def _index_message(msg, ref, images, infos, static, odom, gts, points) -> None:
+def _index_message(msg, ref, images, infos, static, odom, gts, points, proposals=None, camera=None) -> None:
     topic = ref.topic
     if topic in (topics.IMAGE, topics.IMAGE_COMPRESSED):
         if msg.__msgtype__ == "sensor_msgs/msg/Image":
@@ -598,11 +556,12 @@ def _index_message(msg, ref, images, infos, static, odom, gts, points) -> None:
             hw = (int(msg.height), int(msg.width))
         else:
             hw = (-1, -1)
-        images.append((stamp_to_ns(msg.header.stamp), ref, hw))
+        images.append((stamp_to_ns(msg.header.stamp), ref, hw, str(msg.header.frame_id)))
     elif topic == topics.CAMERA_INFO:
         infos[stamp_to_ns(msg.header.stamp)] = (
-            decode_camera_info(msg),
+            decode_camera_info(msg, camera),
             (int(msg.height), int(msg.width)),
+            str(msg.header.frame_id),
         )
     elif topic in (topics.TF_STATIC, topics.TF):
         for tf in msg.transforms:
@@ -625,6 +584,9 @@ def _index_message(msg, ref, images, infos, static, odom, gts, points) -> None:
                 f"cloud frame_id {msg.header.frame_id!r}, expected {topics.GRID_FRAME!r}"
             )
         points[stamp_to_ns(msg.header.stamp)] = ref
+    elif topic == topics.QUERY_PROPOSALS and proposals is not None:
+        decode_grid(msg, KITTI_GRID_HALF)
+        proposals[stamp_to_ns(msg.header.stamp)] = ref
 
 
 def _kitti_frames(bag: Path, problems: list[str]) -> dict[int, int]:
@@ -664,7 +626,7 @@ def _static_pose(static: dict[str, tuple[str, np.ndarray]], frame: str) -> tuple
 
 
 def _build_records(
-    bag, images, infos, static, odom, gts, points, problems, kitti_frames
+    bag, images, infos, static, odom, gts, points, problems, kitti_frames, proposals=None
 ) -> list[FrameRecord]:
     T_cam_grid = T_base_grid = None
     try:
@@ -683,7 +645,7 @@ def _build_records(
     records: list[FrameRecord] = []
     image_stamps: set[int] = set()
     last = None
-    for k, (stamp, ref, hw) in enumerate(images):
+    for k, (stamp, ref, hw, frame_id) in enumerate(images):
         if last is not None and stamp <= last:
             problems.append(
                 f"{bag}: {ref.topic} message #{k} stamp {_fmt_ns(stamp)} is not after the previous "
@@ -701,10 +663,16 @@ def _build_records(
             continue
         if T_cam_grid is None:
             continue
-        K, info_hw = infos[int(info_stamps[pos])]
+        K, info_hw, info_frame = infos[int(info_stamps[pos])]
         if hw != (-1, -1) and hw != info_hw:
             problems.append(
                 f"{bag}: image at {_fmt_ns(stamp)} is {hw}, camera_info says {info_hw}; skipped"
+            )
+            continue
+        if frame_id and info_frame and frame_id != info_frame:
+            problems.append(
+                f"{bag}: image at {_fmt_ns(stamp)} is in frame '{frame_id}', its {topics.CAMERA_INFO} in "
+                f"'{info_frame}'; skipped"
             )
             continue
         T_odom_grid = (
@@ -721,6 +689,7 @@ def _build_records(
                 gts.get(stamp),
                 points.get(stamp),
                 kitti_frames.get(stamp),
+                (proposals or {}).get(stamp),
             )
         )
     records.sort(key=lambda r: r.stamp_ns)

@@ -30,6 +30,8 @@ from monoocc_ros import topics
 from monoocc_ros.camera import invert_rigid, kitti_camera_from_calib
 from monoocc_ros.data import bag_io
 from monoocc_ros.data.kitti import KittiFormatError, KittiSequence, read_image
+from monoocc_ros.fileio import write_text_atomic
+from monoocc_ros.grid import KITTI_GRID_HALF
 from monoocc_ros.labels import IGNORE, SEMANTIC_KITTI
 
 __all__ = ["ConversionSummary", "convert_sequence", "IMAGE_FORMATS", "STORAGES"]
@@ -62,6 +64,16 @@ class ConversionSummary:
         return not self.problems and all(
             self.written.get(t, 0) == n for t, n in self.expected.items()
         )
+
+    @property
+    def bad_frames(self) -> list[int]:
+        """Frames with at least one problem (each problem starts with ``frame NNNNNN:``)."""
+        return sorted({int(p.split(":", 1)[0].split()[1]) for p in self.problems if p.startswith("frame ")})
+
+    @property
+    def usable(self) -> bool:
+        """The bag holds at least one camera frame, so something can be evaluated or replayed."""
+        return any(self.written.get(t, 0) for t in (topics.IMAGE, topics.IMAGE_COMPRESSED))
 
     def __str__(self) -> str:
         lines = [f"wrote {self.bag} ({len(self.frames)} frames)"]
@@ -113,6 +125,7 @@ def convert_sequence(
     image_format: str = "raw",
     force: bool = False,
     progress: bool = True,
+    queries: Path | None = None,
 ) -> ConversionSummary:
     """Convert one SemanticKITTI sequence (or a frame range) to a rosbag2 folder.
 
@@ -125,6 +138,9 @@ def convert_sequence(
         image_format: ``"raw"`` (Image rgb8), ``"png"`` or ``"jpeg"`` (CompressedImage).
         force: replace an existing ``out_bag``.
         progress: show a tqdm bar.
+        queries: VoxFormer query files (``DIR/sequences/SS/queries/NNNNNN.query_<tag>``) to record
+            on ``/query_proposals`` (128x128x16 grid message, 1 = proposed), so evaluation of the bag
+            can run the official protocol; a frame without its file is listed in the problems.
 
     Returns:
         Messages written vs expected per topic and the per-frame problems.
@@ -159,6 +175,11 @@ def convert_sequence(
     stamps = {f: int(round(times[f] * 1e9)) for f in ids}
     image_topic = topics.IMAGE if image_format == "raw" else topics.IMAGE_COMPRESSED
     voxel_ids = set(seq.voxel_frames)
+    query_files = None
+    if queries is not None:
+        from monoocc_ros.models.proposals import QueryFiles
+
+        query_files = QueryFiles(queries, sequence)
     summary = ConversionSummary(bag=out_bag, frames=ids)
     summary.expected = {
         image_topic: len(ids),
@@ -168,6 +189,8 @@ def convert_sequence(
         topics.POINTS: len(ids),
         topics.GROUND_TRUTH: sum(f in voxel_ids for f in ids),
     }
+    if query_files is not None:
+        summary.expected[topics.QUERY_PROPOSALS] = len(ids)
     written = dict.fromkeys(summary.expected, 0)
 
     tmp = out_bag.with_name(f".{out_bag.name}.partial")
@@ -198,6 +221,8 @@ def convert_sequence(
             topics.POINTS: "sensor_msgs/msg/PointCloud2",
             topics.GROUND_TRUTH: topics.GRID_MSG_TYPE,
         }
+        if query_files is not None:
+            msgtypes[topics.QUERY_PROPOSALS] = topics.GRID_MSG_TYPE
         conns = {t: writer.add_connection(t, m, typestore=store) for t, m in msgtypes.items()}
 
         def write(topic: str, msg, stamp: int) -> None:
@@ -221,6 +246,8 @@ def convert_sequence(
                 write,
                 summary,
             )
+            if query_files is not None:
+                _write_proposals(query_files, f, stamps[f], write, summary)
         writer.close()
     except BaseException:
         # Interrupted or failed: leave no half bag behind.
@@ -250,7 +277,17 @@ def _rename_storage_files(bag: Path, tmp_name: str) -> None:
             p.rename(bag / new)
             text = text.replace(p.name, new)
     yaml.safe_load(text)  # the rewritten metadata must still parse
-    meta_path.write_text(text)
+    write_text_atomic(meta_path, text)
+
+
+def _write_proposals(query_files, f: int, stamp: int, write, summary) -> None:
+    try:
+        proposals = query_files.load(f)
+    except (FileNotFoundError, ValueError) as e:
+        summary.problems.append(f"frame {f:06d}: query proposals not written: {e}")
+        return
+    msg = bag_io.grid_message(proposals.astype(np.uint8), stamp, KITTI_GRID_HALF, class_names=["not proposed", "proposed"])
+    write(topics.QUERY_PROPOSALS, msg, stamp)
 
 
 def _write_frame(seq, f, stamp, K, T_odom_base, image_format, voxel_ids, write, summary) -> None:

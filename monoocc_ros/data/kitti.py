@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from monoocc_ros.errors import UserError
 from monoocc_ros.fileio import write_bytes_atomic
 from monoocc_ros.grid import KITTI_GRID
 
@@ -58,7 +59,7 @@ CALIB_KEYS = ("P0", "P1", "P2", "P3", "Tr")
 VOXEL_BIT_KINDS = ("bin", "invalid", "occluded")
 
 
-class KittiFormatError(ValueError):
+class KittiFormatError(UserError, ValueError):
     """A SemanticKITTI file is missing or malformed; the message names the file."""
 
 

@@ -36,7 +36,7 @@ import numpy as np
 
 from monoocc_ros.data.scene_layout import PrimitiveKind, Street
 from monoocc_ros.data.scene_raycast import SceneMesh, rotate
-from monoocc_ros.grid import KITTI_GRID
+from monoocc_ros.grid import KITTI_GRID, VoxelGrid
 
 __all__ = ["VoxelTruth", "rasterise_labels", "voxel_truth"]
 
@@ -64,18 +64,20 @@ def _check_planar(T_world_grid: np.ndarray) -> None:
         raise ValueError("the grid frame must be level (rotation about z only)")
 
 
-def rasterise_labels(street: Street, T_world_grid: np.ndarray) -> np.ndarray:
+def rasterise_labels(street: Street, T_world_grid: np.ndarray, grid: VoxelGrid = KITTI_GRID) -> np.ndarray:
     """Rasterise the street's ground and solids into the grid of one frame.
 
     Args:
         street: the layout.
         T_world_grid: (4, 4) grid (velodyne) frame -> world; level, yaw only.
+        grid: the grid's geometry (another one than the KITTI grid gives the world's voxels over
+            any region, e.g. a whole street for scoring a map).
 
     Returns:
         (X, Y, Z) uint16 raw SemanticKITTI ids, 0 = empty.
     """
     _check_planar(T_world_grid)
-    g = KITTI_GRID
+    g = grid
     X, Y, Z = g.size
     vs = g.voxel_size_m
     t = T_world_grid[:3, 3]

@@ -36,7 +36,7 @@ from monoocc_ros import topics
 from monoocc_ros.grid import KITTI_GRID
 from monoocc_ros.labels import EMPTY
 
-__all__ = ["LiveConfig", "LiveMatcher", "NODE_OUTPUT"]
+__all__ = ["LiveConfig", "LiveMatcher", "NODE_OUTPUT", "summarize_unscored"]
 
 NODE_OUTPUT = "/monoocc_node/output/occupancy"
 _MAX_PENDING = 64  # unmatched grids kept while waiting for their partner (2 MiB each)
@@ -193,6 +193,45 @@ class LiveMatcher:
                 },
                 "latency_ms": {"total": self.latency_ms, "sim_time": self.sim_latency_ms},
             }
+
+
+def _stamps_text(stamps_ns: list[int], shown: int = 3) -> str:
+    """'at 1.000000000 s, 1.100000000 s ... 2.900000000 s' (first and last few stamps)."""
+    secs = [f"{s / 1e9:.9f} s" for s in stamps_ns]
+    if len(secs) > 2 * shown:
+        secs = secs[:shown] + ["..."] + secs[-shown:]
+    return "at " + ", ".join(secs).replace(", ...,", " ...")
+
+
+def summarize_unscored(result: dict[str, Any], cfg: LiveConfig) -> list[str]:
+    """One problem line per kind of unscored ground-truth frame, with its count, not one per frame.
+
+    A busy node skips most frames at the recorded rate, and a line for each of them buries the
+    other problems. The stamps stay in the report (``live.missed_stamps_ns`` and
+    ``live.not_received_stamps_ns``, moved there from ``result``) for whoever needs them.
+
+    Args:
+        result: :meth:`LiveMatcher.finish` output; its two stamp lists are moved into
+            ``result["live"]``.
+        cfg: the topics named in the lines.
+    """
+    missed = result.pop("missed_stamps_ns")
+    not_received = result.pop("not_received_stamps_ns")
+    result["live"]["missed_stamps_ns"] = missed
+    result["live"]["not_received_stamps_ns"] = not_received
+    total = result["frames"]["ground_truth"]
+    problems = []
+    if missed:
+        problems.append(
+            f"{cfg.output_topic}: no output for {len(missed)} of {total} ground-truth frames "
+            f"({_stamps_text(missed)}); the node did not process them (busy or dropped); scored as missed (empty)"
+        )
+    if not_received:
+        problems.append(
+            f"{cfg.ground_truth_topic}: {len(not_received)} of {total} ground-truth frames never arrived "
+            f"({_stamps_text(not_received)}); not scored"
+        )
+    return problems
 
 
 def _rate(times: list[float]) -> float | None:

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from monoocc_ros.fileio import write_json_atomic
+from monoocc_ros.fileio import atomic_write, write_json_atomic, write_text_atomic
 from monoocc_ros.labels import SEMANTIC_KITTI
 
 __all__ = [
@@ -31,6 +31,8 @@ __all__ = [
     "load_report",
     "markdown_table",
     "plot_class_iou",
+    "row_name",
+    "run_description",
     "write_report",
 ]
 
@@ -215,35 +217,93 @@ def compare_table(
     return "\n".join(lines) + "\n"
 
 
+ROW_NAMES = {"offline": "MonoOcc offline (every frame)", "live": "MonoOcc live (node output)"}
+"""Row name of a run in ``table.md`` by its ``mode``: the two kinds of run must not read alike."""
+
+
+def row_name(report: Mapping[str, Any]) -> str:
+    """The Table I row name of a report: says offline or live."""
+    mode = report.get("mode", "")
+    return ROW_NAMES.get(mode, f"MonoOcc {mode}".strip())
+
+
+def run_description(report: Mapping[str, Any]) -> str:
+    """How many frames a run scored, e.g. ``3 of 20 ground-truth frames scored, 17 missed
+    (scored as empty)``."""
+    frames = report.get("frames", {})
+    evaluated, total = frames.get("evaluated"), frames.get("ground_truth")
+    text = f"{evaluated} of {total} ground-truth frames scored" if total is not None else f"{evaluated} frames scored"
+    if frames.get("missed"):
+        text += f", {frames['missed']} missed (scored as empty)"
+    if frames.get("failed"):
+        text += f", {frames['failed']} failed (scored as empty)"
+    return text
+
+
 def plot_class_iou(report: Mapping[str, Any], path: Path, *, title: str | None = None) -> Path:
-    """Bar chart of per-class IoU (classes in Table I order, bars in class colours) as PNG."""
+    """Bar chart of per-class IoU (classes in Table I order, bars in class colours) as PNG.
+
+    The title says which run (live or offline, how many frames, checkpoint, bag); a legend
+    explains the dashed mIoU line and that bar colours are the renders' class colours.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
 
     order = SEMANTIC_KITTI.paper_table_order
     names = [SEMANTIC_KITTI.names[c] for c in order]
     values = [100.0 * (report["metrics"]["iou"][n] or 0.0) for n in names]
     colours = SEMANTIC_KITTI.colors_rgb[list(order)] / 255.0
-    fig = Figure(figsize=(10, 4.5), dpi=100)
+    fig = Figure(figsize=(11, 5.5), dpi=100)
     ax = fig.add_subplot()
     bars = ax.bar(range(len(names)), values, color=colours, edgecolor="black", linewidth=0.5)
-    ax.bar_label(bars, fmt="%.1f", fontsize=7)
-    ax.set_xticks(range(len(names)), names, rotation=60, ha="right")
-    ax.set_ylabel("IoU (%)")
+    ax.bar_label(bars, fmt="%.1f", fontsize=9)
+    ax.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=11)
+    ax.set_ylabel("IoU (%)", fontsize=11)
     ax.set_ylim(0, 100)
     miou = report["metrics"]["miou"]
     ax.axhline(100.0 * (miou or 0.0), color="black", linestyle="--", linewidth=1)
-    ax.set_title(title or f"per-class IoU, mIoU {_pct(miou)} %, IoU {_pct(report['metrics']['completion_iou'])} %")
+    ax.legend(
+        handles=[Line2D([], [], color="black", linestyle="--", label=f"mIoU {_pct(miou)} % (mean of the 19 classes)"),
+                 Patch(facecolor="white", edgecolor="black", label="bar colour = the class colour of the renders")],
+        loc="upper right", fontsize=10,
+    )
+    checkpoint = (report.get("checkpoint") or {}).get("path")
+    source = ", ".join(x for x in (f"checkpoint {Path(checkpoint).name}" if checkpoint else "",
+                                   f"bag {Path(report['bag']).name}" if report.get("bag") else "") if x)
+    title = title or (
+        f"{row_name(report)}: per-class IoU, completion IoU {_pct(report['metrics']['completion_iou'])} %\n"
+        f"{run_description(report)}" + (f"; {source}" if source else "")
+    )
+    ax.set_title(title, fontsize=12)
     fig.tight_layout()
     path = Path(path)
-    fig.savefig(path)
+    with atomic_write(path) as f:
+        # the title also goes into the PNG's text chunk, for tools (and tests) that read it
+        fig.savefig(f, format="png", metadata={"Title": title.replace("\n", " | ")})
     return path
 
 
-def write_report(out_dir: Path, report: Mapping[str, Any], *, name: str = "MonoOcc (ours)") -> dict[str, Path]:
+def calibration_line(report: Mapping[str, Any]) -> str:
+    """One Markdown line on confidence calibration (ECE before / after temperature scaling), or ""."""
+    c = report.get("calibration")
+    if not c:
+        return ""
+    return (
+        f"\nConfidence calibration: temperature {c['temperature']:.3f}, expected calibration error "
+        f"{_pct(c['ece_before'])} % before, {_pct(c['ece_after'])} % after temperature scaling "
+        f"({c['voxels']} voxels with ground truth).\n"
+    )
+
+
+def write_report(out_dir: Path, report: Mapping[str, Any], *, name: str | None = None) -> dict[str, Path]:
     """Write ``metrics.json``, ``table.md`` and ``class_iou.png`` into ``out_dir``.
+
+    Args:
+        name: the table's row name; default :func:`row_name` (says live or offline).
 
     Returns:
         artifact name -> path.
@@ -252,7 +312,7 @@ def write_report(out_dir: Path, report: Mapping[str, Any], *, name: str = "MonoO
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"json": write_json_atomic(out_dir / "metrics.json", report)}
     table = out_dir / "table.md"
-    table.write_text(markdown_table([(name, report)]), encoding="utf-8")
+    write_text_atomic(table, markdown_table([(name or row_name(report), report)]) + calibration_line(report))
     paths["table"] = table
     paths["bar_chart"] = plot_class_iou(report, out_dir / "class_iou.png")
     return paths

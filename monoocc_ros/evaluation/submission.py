@@ -17,18 +17,25 @@ Example:
 
 from __future__ import annotations
 
+import zipfile
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from monoocc_ros.fileio import write_bytes_atomic
+from monoocc_ros.fileio import atomic_write, write_bytes_atomic
 from monoocc_ros.grid import KITTI_GRID
 from monoocc_ros.labels import SEMANTIC_KITTI
 
-__all__ = ["PREDICTION_DTYPE", "prediction_path", "read_prediction", "validate_submission", "write_prediction"]
+__all__ = [
+    "BENCHMARK_SEQUENCES", "PREDICTION_DTYPE", "SubmissionZip", "prediction_path", "read_prediction",
+    "validate_submission", "write_prediction", "write_submission_zip",
+]
 
 PREDICTION_DTYPE = np.dtype("<u2")
+BENCHMARK_SEQUENCES = tuple(f"{s:02d}" for s in range(11, 22))
+"""The hidden test sequences the SemanticKITTI SSC benchmark scores (its zip must hold all of them)."""
 
 
 def _check_sequence(sequence: str) -> str:
@@ -111,3 +118,63 @@ def validate_submission(root: Path, expected: Mapping[str, Iterable[int]]) -> li
             if unknown:
                 problems.append(f"{path}: raw ids {sorted(unknown)[:10]} are not in learning_map_inv")
     return problems
+
+
+@dataclass(frozen=True)
+class SubmissionZip:
+    """What :func:`write_submission_zip` packed.
+
+    Attributes:
+        path: the zip written.
+        predictions: sequence -> prediction files packed (only sequences 11-21 that have any).
+        missing: benchmark sequences without a single prediction: the benchmark will refuse the
+            zip until they are exported too.
+        left_out: sequences in the folder that the benchmark does not score (e.g. 08).
+    """
+
+    path: Path
+    predictions: dict[str, int]
+    missing: tuple[str, ...]
+    left_out: tuple[str, ...]
+
+
+def write_submission_zip(root: Path, zip_path: Path, *, description: str | None = None) -> SubmissionZip:
+    """Pack ``root/sequences/{11..21}/predictions/*.label`` into the zip the benchmark takes.
+
+    The layout is what ``validate_submission.py --task completion`` of semantic-kitti-api checks:
+    explicit folder entries ``sequences/``, ``sequences/SS/`` and ``sequences/SS/predictions/``
+    for all eleven sequences, the ``.label`` files, an optional ``description.txt``, and nothing
+    else, so predictions of other sequences (validation 08) are left out. Written atomically.
+
+    Raises:
+        ValueError: ``zip_path`` does not end in ``.zip`` (the benchmark refuses it) or a
+            prediction file has the wrong size (names the file).
+    """
+    root, zip_path = Path(root), Path(zip_path)
+    if zip_path.suffix != ".zip":
+        raise ValueError(f"{zip_path}: the benchmark takes only files ending in .zip")
+    size = KITTI_GRID.num_voxels * PREDICTION_DTYPE.itemsize
+    files: dict[str, list[Path]] = {}
+    for sequence in BENCHMARK_SEQUENCES:
+        labels = sorted((root / "sequences" / sequence / "predictions").glob("*.label"))
+        for path in labels:
+            if path.stat().st_size != size:
+                raise ValueError(f"{path}: {path.stat().st_size} bytes, expected {size}")
+        if labels:
+            files[sequence] = labels
+    present = sorted(p.name for p in (root / "sequences").iterdir() if p.is_dir()) if (root / "sequences").is_dir() else []
+    with atomic_write(zip_path) as f, zipfile.ZipFile(f, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("sequences/", b"")
+        for sequence in BENCHMARK_SEQUENCES:
+            zf.writestr(f"sequences/{sequence}/", b"")
+            zf.writestr(f"sequences/{sequence}/predictions/", b"")
+            for path in files.get(sequence, []):
+                zf.write(path, f"sequences/{sequence}/predictions/{path.name}")
+        if description:
+            zf.writestr("description.txt", description)
+    return SubmissionZip(
+        path=zip_path,
+        predictions={s: len(v) for s, v in files.items()},
+        missing=tuple(s for s in BENCHMARK_SEQUENCES if s not in files),
+        left_out=tuple(s for s in present if s not in BENCHMARK_SEQUENCES),
+    )

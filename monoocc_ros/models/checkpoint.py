@@ -3,7 +3,9 @@
 Layout::
 
     {"schema": "monoocc_ros/checkpoint/1", "config_name": str, "model_config": dict,
-     "model": state_dict, "meta": dict (optional), ...anything training adds}
+     "model": state_dict, "meta": dict (optional),
+     "calibration": {"temperature": float, ...} (optional, see training.calibrate),
+     ...anything training adds}
 
 Saved atomically (temporary file, fsync, ``os.replace``); loaded with ``weights_only=True``.
 """
@@ -16,15 +18,17 @@ from typing import Any
 
 import torch
 
+from monoocc_ros.errors import UserError
 from monoocc_ros.fileio import atomic_write
 from monoocc_ros.models.config import ModelConfig, model_config_from_dict
+from monoocc_ros.models.state_dict import clean_state_dict
 
 __all__ = ["SCHEMA", "CheckpointError", "save_checkpoint", "load_checkpoint", "build_model_from_checkpoint", "make_payload"]
 
 SCHEMA = "monoocc_ros/checkpoint/1"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError, ValueError):
     """A checkpoint file is missing, unreadable, truncated or not a project checkpoint."""
 
 
@@ -87,7 +91,7 @@ def build_model_from_checkpoint(ckpt: dict[str, Any]):
 
     cfg: ModelConfig = model_config_from_dict(ckpt["model_config"])
     model = MonoOccStudent(cfg)
-    state = {k[len("module."):] if k.startswith("module.") else k: v for k, v in ckpt["model"].items()}
+    state = clean_state_dict(ckpt["model"])
     try:
         missing, unexpected = model.load_state_dict(state, strict=False)
     except RuntimeError as exc:  # shape mismatches
@@ -98,4 +102,6 @@ def build_model_from_checkpoint(ckpt: dict[str, Any]):
             f"missing {missing[:8]}{'...' if len(missing) > 8 else ''}, "
             f"unexpected {unexpected[:8]}{'...' if len(unexpected) > 8 else ''}"
         )
+    # published confidence uses the temperature fitted on validation bags (training.calibrate)
+    model.head.temperature = float((ckpt.get("calibration") or {}).get("temperature", 1.0))
     return model, cfg

@@ -8,6 +8,7 @@ query proposal network -> proposal-network weights; both with a JSON report.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 __all__ = ["register"]
@@ -39,6 +40,13 @@ def _register_convert(subparsers) -> None:
         default="all",
         help='"all": every voxel is a query (runs anywhere); "external": VoxFormer .query files (official protocol)',
     )
+    parser.add_argument(
+        "--ica",
+        choices=("on", "off"),  # weights.ICA_CHOICES; not imported here to keep --help fast
+        default=None,
+        help="run image-conditioned cross-attention (on) or not (off); needed only when the file's config text "
+        "(look_ahead) and its ICA weights disagree. Evidence and choice go into the report",
+    )
     parser.add_argument("--report", default=None, help="report path (default: DST with .report.json)")
     parser.set_defaults(func=_run)
 
@@ -46,16 +54,23 @@ def _register_convert(subparsers) -> None:
 def _run(args: argparse.Namespace) -> int:
     from monoocc_ros.models.weights import convert_official_checkpoint, convert_voxformer_qpn
 
-    if args.kind == "voxformer-qpn":
-        report = convert_voxformer_qpn(Path(args.src), Path(args.dst), Path(args.report) if args.report else None)
-        print(f"wrote {args.dst}: {len(report.mapped)} tensors mapped, unused: {report.unused}")
-        return 0
-    report = convert_official_checkpoint(
-        Path(args.src), Path(args.dst), Path(args.report) if args.report else None, proposal_mode=args.proposal_mode
-    )
+    report_path = Path(args.report) if args.report else None
+    try:
+        if args.kind == "voxformer-qpn":
+            report = convert_voxformer_qpn(Path(args.src), Path(args.dst), report_path)
+            print(f"wrote {args.dst}: {len(report.mapped)} tensors mapped, unused: {report.unused}")
+            return 0
+        report = convert_official_checkpoint(
+            Path(args.src), Path(args.dst), report_path, proposal_mode=args.proposal_mode, ica=args.ica
+        )
+    except (OSError, ValueError) as err:
+        print(f"monoocc convert-checkpoint: error: {err}", file=sys.stderr)
+        return 2
+    ica = report.ica
     print(
         f"wrote {args.dst}: {len(report.mapped)} tensors mapped, {len(report.folded)} value biases folded, "
-        f"{len(report.unused)} unused; ICA {'on' if report.ica_trained else 'off (never trained)'}, "
+        f"{len(report.unused)} unused; ICA {'on' if ica['use_ica'] else 'off'} ({ica['decided_by']}; weights "
+        f"{'trained' if ica['weights_trained'] else 'untrained'}, config look_ahead={ica['config_look_ahead']}), "
         f"2D decoder {'present' if report.sem_decoder_present else 'absent'}; flags in config: {report.flags_from_config}"
     )
     return 0

@@ -126,7 +126,9 @@ class ProposalConfig:
         qpn_side_widths: channels of the 1/8 and 1/4 side outputs (LMSCNet: 4, 8).
         qpn_head_planes / qpn_head_dilations: the 3D ASPP head (LMSCNet: 8, (1, 2, 3)).
         class_weights: CE weights (empty, occupied) of the proposal loss (VoxFormer 0.46/0.54).
-        min_queries: if fewer voxels are proposed, all visible voxels are used instead.
+        min_queries: in "monocular" mode, if fewer voxels are proposed, all visible voxels are used
+            instead (reported as ``query_fallback``). "external" proposals are used as given, however
+            few, as in the official head.
     """
 
     mode: str = "monocular"
@@ -224,11 +226,29 @@ def tiny_per_voxel() -> ModelConfig:
     return dataclasses.replace(base, voxel=dataclasses.replace(base.voxel, query_embedding="per_voxel"))
 
 
+def ablated(base: Callable[[], ModelConfig], *, ica: bool, sem2d: bool) -> Callable[[], ModelConfig]:
+    """``base`` with ICA and/or the 2D semantic decoder (hence its loss) switched off (ablations)."""
+
+    def make() -> ModelConfig:
+        cfg = base()
+        return dataclasses.replace(
+            cfg, voxel=dataclasses.replace(cfg.voxel, use_ica=ica), sem_decoder=SemDecoderConfig(enabled=sem2d)
+        )
+
+    make.__doc__ = f"{base.__name__} with ICA {'on' if ica else 'off'}, 2D decoder {'on' if sem2d else 'off'}."
+    return make
+
+
 MODEL_CONFIGS: dict[str, Callable[[], ModelConfig]] = {
     "monoocc_s": monoocc_s,
     "tiny": tiny,
     "tiny_per_voxel": tiny_per_voxel,
 }
+# the ablation ladder of ``monoocc experiment ablation``: <base>_base (VoxFormer-like: no ICA, no
+# 2D loss) -> <base>_ica (+ ICA) -> <base> (+ 2D semantic loss)
+for _name in ("monoocc_s", "tiny"):
+    MODEL_CONFIGS[f"{_name}_base"] = ablated(MODEL_CONFIGS[_name], ica=False, sem2d=False)
+    MODEL_CONFIGS[f"{_name}_ica"] = ablated(MODEL_CONFIGS[_name], ica=True, sem2d=False)
 
 
 def get_model_config(name: str) -> ModelConfig:

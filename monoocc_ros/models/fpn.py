@@ -1,6 +1,7 @@
 """Single-level FPN neck (mmdet FPN with one input level and ``num_outs=1``).
 
 Example:
+    >>> import torch
     >>> FPN(1024, 128)(torch.zeros(1, 1024, 24, 77)).shape
     torch.Size([1, 128, 24, 77])
 """

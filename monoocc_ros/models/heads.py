@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from monoocc_ros.models import cpu_kernels
+
 __all__ = ["OccupancyHead", "SeparableDeConv2d", "SemDecoder"]
 
 
@@ -19,6 +21,10 @@ class OccupancyHead(nn.Module):
     """Trilinear x2 upsampling (align_corners=True), then LayerNorm and Linear per voxel (spec §1.9).
 
     Upsampling comes before the LayerNorm, as in the official header.
+
+    ``temperature`` divides the logits before the softmax of the published confidence only
+    (labels are unchanged); it is fitted on validation bags after training and stored in the
+    checkpoint (:mod:`training.calibrate`), and set from there by ``build_model_from_checkpoint``.
     """
 
     def __init__(self, dim: int, num_classes: int, chunk_x: int = 8):
@@ -26,6 +32,7 @@ class OccupancyHead(nn.Module):
         self.norm = nn.LayerNorm(dim)
         self.fc = nn.Linear(dim, num_classes)
         self.chunk_x = chunk_x
+        self.temperature = 1.0
 
     def forward(self, x: Tensor) -> Tensor:
         """(B, C, X, Y, Z) -> logits (B, K, 2X, 2Y, 2Z) (training path, full volume)."""
@@ -42,12 +49,15 @@ class OccupancyHead(nn.Module):
 
         Args:
             x: (B, C, X, Y, Z) voxel features.
-            with_confidence: also return the max softmax probability.
+            with_confidence: also return the max softmax probability (of logits / ``temperature``).
 
         Returns:
             labels (B, 2X, 2Y, 2Z) uint8; confidence (B, 2X, 2Y, 2Z) uint8 (prob * 255) or None.
         """
         B, C, X, Y, Z = x.shape
+        # the fused pass wins for narrow features (tiny: 2x); at C = 128 the GEMM of the tensor path is faster
+        if C <= 32 and Z <= 32 and cpu_kernels.usable(x):
+            return self._predict_fused(x, with_confidence)
         xo = 2 * X
         scale = (X - 1) / (xo - 1) if xo > 1 else 0.0
         labels = torch.empty(B, xo, 2 * Y, 2 * Z, dtype=torch.uint8, device=x.device)
@@ -71,12 +81,30 @@ class OccupancyHead(nn.Module):
             rows = F.layer_norm(slab.permute(0, 2, 3, 1).reshape(-1, C), (C,), eps=self.norm.eps)
             logits = torch.addmm(bias, rows, weight)
             if conf is not None:
-                prob, idx = logits.float().softmax(1).max(1)
+                prob, idx = logits.float().div(self.temperature).softmax(1).max(1)
                 conf[:, s : s + n] = (prob * 255).round().to(torch.uint8).view(B, n, 2 * Y, 2 * Z)
             else:
                 idx = logits.argmax(1)
             labels[:, s : s + n] = idx.to(torch.uint8).view(B, n, 2 * Y, 2 * Z)
         return labels, conf
+
+    def _predict_fused(self, x: Tensor, with_confidence: bool) -> tuple[Tensor, Tensor | None]:
+        """:meth:`predict` as one C pass per voxel (:func:`cpu_kernels.occupancy_head`): no upsampled
+        features or logits are stored at all."""
+        B, C, X, Y, Z = x.shape
+        weight = self.fc.weight * self.norm.weight  # (K, C): LayerNorm's scale folded into the classifier
+        bias = self.fc.bias + self.fc.weight @ self.norm.bias
+        if with_confidence and self.temperature != 1.0:
+            # logits / T = (W / T) rows + b / T: the calibrated softmax, same argmax
+            weight, bias = weight / self.temperature, bias / self.temperature
+        labels, confs = [], []
+        for b in range(B):
+            # (C, X, Y, Z) -> (X*Y*Z, C) voxel rows; a view when the features are channels-last already
+            rows = x[b].permute(1, 2, 3, 0).reshape(-1, C)
+            lab, conf = cpu_kernels.occupancy_head(rows, (X, Y, Z), weight, bias, self.norm.eps, with_confidence)
+            labels.append(lab)
+            confs.append(conf)
+        return torch.stack(labels), torch.stack(confs) if with_confidence else None
 
 
 class SeparableDeConv2d(nn.Module):

@@ -91,19 +91,28 @@ class MonoOccStudent(OccupancyNetwork):
         with stage_timer(timings, "proposals", dev):
             if mode == "monocular":
                 out.update(self.proposals(feats, lidar2img, (H, W)))
-                proposals = out["proposal_logits"].argmax(1).to(torch.bool)
+                logits = out["proposal_logits"]
+                # argmax over the two classes (ties go to "empty", as argmax's first maximum); a
+                # comparison, because argmax over a size-2 middle axis runs a slow generic loop
+                proposals = logits[:, 1] > logits[:, 0]
             elif mode == "all":
                 proposals = None
             elif proposals is None:
                 raise ValueError('proposal mode "external" needs proposals (B, 128, 128, 16) bool')
         if proposals is not None and tuple(proposals.shape) != (B, *self.occupancy.grid_size):
             raise ValueError(f"proposals must be (B, 128, 128, 16) bool, got {tuple(proposals.shape)}")
+        # External (official) protocol: DCA runs on exactly the proposed voxels, however few, as
+        # the official head does (none: every voxel keeps the mask token). Only the project's own
+        # monocular stage falls back to the visible voxels below min_queries; that is reported.
+        min_queries = self.cfg.proposal.min_queries if mode == "monocular" else 0
+        if proposals is not None and min_queries > 0:
+            out["query_fallback"] = proposals.flatten(1).sum(1) < min_queries
         out["voxel_features"] = self.occupancy(
             feats[:, None],
             lidar2img[:, None],
             (H, W),
             proposals,
-            min_queries=self.cfg.proposal.min_queries,
+            min_queries=min_queries,
             timings=timings,
         )
         if self.sem_decoder is not None and self.training:
@@ -125,7 +134,8 @@ class MonoOccStudent(OccupancyNetwork):
             "ssc_logits" (B, 20, 256, 256, 32);
             in training with the 2D decoder: "sem2d_logits" (B, 20, 4*Hf, 4*Wf), Hf = ceil(H/16);
             in monocular proposal mode: "depth_logits" (B, D, Hf, Wf), "depth" (B, 1, Hf, Wf) metres,
-            "proposal_logits" (B, 2, 128, 128, 16).
+            "proposal_logits" (B, 2, 128, 128, 16), "query_fallback" (B,) bool: fewer than
+            ``min_queries`` proposals, so DCA queried every visible voxel instead.
         """
         out = self.encode(image, K, T_cam_grid, proposals)
         out["ssc_logits"] = self.head(out["voxel_features"])

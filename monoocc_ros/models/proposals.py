@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from monoocc_ros.grid import KITTI_GRID, KITTI_GRID_HALF
 from monoocc_ros.models.config import ProposalConfig
 
-__all__ = ["depth_bin_edges", "DepthHead", "depth_lift_index", "lift_depth_to_occupancy", "QueryProposalNet", "SegmentationHead3d", "MonocularProposals", "read_query_file"]
+__all__ = ["QueryFiles", "conv3d_as_conv2d", "depth_bin_edges", "DepthHead", "depth_lift_index", "lift_depth_to_occupancy", "QueryProposalNet", "SegmentationHead3d", "MonocularProposals", "read_query_file"]
 
 
 def read_query_file(path: Path) -> np.ndarray:
@@ -42,6 +42,60 @@ def read_query_file(path: Path) -> np.ndarray:
     if raw.size != n // 8:
         raise ValueError(f"{path}: expected {n // 8} bytes (a bit-packed 128x128x16 grid), got {raw.size}")
     return np.unpackbits(raw).reshape(KITTI_GRID_HALF.size).astype(bool)
+
+
+class QueryFiles:
+    """VoxFormer query-proposal files of one sequence: ``ROOT/sequences/SS/queries/NNNNNN.query_<tag>``.
+
+    ``ROOT`` is the folder holding ``sequences/`` (VoxFormer's ``sequences_msnet3d_sweep10``); the
+    sequence folder ``ROOT/sequences/SS`` or its ``queries`` folder are accepted too. Any tag is
+    accepted (``query_iou5203_pre7712_rec6153`` for the released MonoOcc-S and VoxFormer-S), as long
+    as each frame has one file.
+
+    Raises:
+        FileNotFoundError: no query file for the sequence (the paths tried are named).
+        ValueError: a frame has files with several tags.
+    """
+
+    def __init__(self, root: Path, sequence: str):
+        root = Path(root)
+        candidates = [root / "sequences" / sequence / "queries", root / "queries", root]
+        self.sequence = sequence
+        self.files: dict[int, Path] = {}
+        for folder in candidates:
+            found = _query_files_in(folder)
+            if found:
+                self.folder, self.files = folder, found
+                break
+        if not self.files:
+            tried = ", ".join(str(c) for c in candidates)
+            raise FileNotFoundError(f"no VoxFormer query files (NNNNNN.query_<tag>) for sequence {sequence} in {tried}")
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def path(self, frame: int) -> Path:
+        if frame not in self.files:
+            raise FileNotFoundError(f"{self.folder}: no query file for frame {frame:06d} of sequence {self.sequence}")
+        return self.files[frame]
+
+    def load(self, frame: int) -> np.ndarray:
+        """(128, 128, 16) bool proposals of ``frame`` (KITTI frame id)."""
+        return read_query_file(self.path(frame))
+
+
+def _query_files_in(folder: Path) -> dict[int, Path]:
+    if not folder.is_dir():
+        return {}
+    by_frame: dict[int, list[Path]] = {}
+    for path in folder.iterdir():
+        stem, dot, suffix = path.name.partition(".")
+        if dot and stem.isdigit() and (suffix == "query" or suffix.startswith("query_")) and path.is_file():
+            by_frame.setdefault(int(stem), []).append(path)
+    for frame, paths in by_frame.items():
+        if len(paths) > 1:
+            raise ValueError(f"{folder}: frame {frame:06d} has query files of several tags ({sorted(p.name for p in paths)}); keep one")
+    return {frame: paths[0] for frame, paths in sorted(by_frame.items())}
 
 
 def depth_bin_edges(depth_min_m: float, depth_max_m: float, bins: int) -> Tensor:
@@ -124,6 +178,32 @@ def _conv_relu(cin: int, cout: int, pool: bool) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+def conv3d_as_conv2d(x: Tensor, conv: nn.Conv3d) -> Tensor:
+    """``conv(x)`` for a stride-1, same-size Conv3d, as one 2D convolution over depth slices.
+
+    PyTorch's CPU Conv3d with a few channels takes a slow reference loop; the same sum as a Conv2d
+    whose input channels are the (depth tap, channel) pairs runs on oneDNN, several times faster.
+
+    Shapes:
+        x (B, Cin, D, H, W) -> (B, Cout, D, H, W)
+    """
+    B, cin, D, H, W = x.shape
+    kd, kh, kw = conv.kernel_size
+    dd, dh, dw = conv.dilation
+    pd, ph, pw = conv.padding
+    if conv.stride != (1, 1, 1) or conv.groups != 1 or 2 * pd != dd * (kd - 1):
+        return conv(x)
+    xp = F.pad(x, (0, 0, 0, 0, pd, pd))
+    # (B, Cin, D + 2p, H, W) -> kd taps of (B, D, Cin, H, W) -> (B*D, kd*Cin, H, W)
+    taps = torch.cat([xp[:, :, i * dd : i * dd + D].transpose(1, 2) for i in range(kd)], 2)
+    taps = taps.reshape(B * D, kd * cin, H, W)
+    # (Cout, Cin, kd, kh, kw) -> (Cout, kd*Cin, kh, kw), tap-major like the input channels
+    weight = conv.weight.transpose(1, 2).reshape(conv.out_channels, kd * cin, kh, kw)
+    out = F.conv2d(taps, weight, conv.bias, padding=(ph, pw), dilation=(dh, dw))
+    # (B*D, Cout, H, W) -> (B, Cout, D, H, W)
+    return out.view(B, D, -1, H, W).transpose(1, 2)
+
+
 class SegmentationHead3d(nn.Module):
     """LMSCNet 3D segmentation head: Conv3d(1 -> P) -> ReLU -> ASPP (dilated conv-BN-ReLU-conv-BN
     branches, summed, plus residual) -> ReLU -> Conv3d(P -> classes).
@@ -142,11 +222,14 @@ class SegmentationHead3d(nn.Module):
         self.conv_classes = nn.Conv3d(planes, num_classes, 3, padding=1)
 
     def forward(self, x: Tensor) -> Tensor:
-        x = F.relu(self.conv0(x[:, None]))
+        # inference: the same convolutions through oneDNN (conv3d_as_conv2d); training keeps Conv3d
+        conv = (lambda c, t: c(t)) if self.training or torch.is_grad_enabled() else (lambda c, t: conv3d_as_conv2d(t, c))
+        x = F.relu(conv(self.conv0, x[:, None]))
         y = sum(
-            bn2(conv2(F.relu(bn1(conv1(x))))) for conv1, bn1, conv2, bn2 in zip(self.conv1, self.bn1, self.conv2, self.bn2)
+            bn2(conv(conv2, F.relu(bn1(conv(conv1, x)))))
+            for conv1, bn1, conv2, bn2 in zip(self.conv1, self.bn1, self.conv2, self.bn2)
         )
-        return self.conv_classes(F.relu(y + x))
+        return conv(self.conv_classes, F.relu(y + x))
 
 
 class QueryProposalNet(nn.Module):
@@ -216,6 +299,22 @@ class MonocularProposals(nn.Module):
         self.register_buffer(
             "centres", torch.from_numpy(KITTI_GRID.centres()).to(torch.float32), persistent=False
         )
+        self._lift_cache: tuple[tuple, tuple[Tensor, Tensor]] | None = None
+
+    def lift(self, prob: Tensor, lidar2img: Tensor, image_hw: tuple[int, int]) -> Tensor:
+        """:func:`lift_depth_to_occupancy`; at inference the lift index of the last camera is reused.
+
+        Projecting the 2 M voxel centres is most of the lift; it depends only on K, T and the sizes.
+        """
+        if self.training or torch.is_grad_enabled():
+            return lift_depth_to_occupancy(prob, self.centres, lidar2img, image_hw, self.bin_edges)
+        key = (lidar2img.detach().to("cpu", torch.float64).numpy().tobytes(), tuple(image_hw), tuple(prob.shape),
+               str(prob.device))
+        if self._lift_cache is None or self._lift_cache[0] != key:
+            self._lift_cache = (key, depth_lift_index(self.centres, lidar2img, image_hw, tuple(prob.shape[2:]), self.bin_edges))
+        flat, valid = self._lift_cache[1]
+        occ = torch.gather(prob.flatten(1), 1, flat)
+        return occ.mul_(valid.to(occ.dtype))
 
     def forward(self, features: Tensor, lidar2img: Tensor, image_hw: tuple[int, int]) -> dict[str, Tensor]:
         """
@@ -229,6 +328,5 @@ class MonocularProposals(nn.Module):
         logits = self.depth_head(features)
         prob = logits.softmax(1)
         depth = (prob * self.bin_centres.view(1, -1, 1, 1)).sum(1, keepdim=True)
-        occ = lift_depth_to_occupancy(prob, self.centres, lidar2img, image_hw, self.bin_edges)
-        occ = occ.view(-1, *KITTI_GRID.size)
+        occ = self.lift(prob, lidar2img, image_hw).view(-1, *KITTI_GRID.size)
         return {"depth_logits": logits, "depth": depth, "proposal_logits": self.qpn(occ)}

@@ -15,6 +15,8 @@ import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from monoocc_ros.models.state_dict import clean_state_dict
+
 __all__ = ["FrozenBatchNorm2d", "Bottleneck", "ResNet", "resnet", "load_torchvision_state_dict", "RESNET_BLOCKS"]
 
 RESNET_BLOCKS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
@@ -161,9 +163,7 @@ def load_torchvision_state_dict(trunk: ResNet, state_dict: dict[str, Tensor]) ->
     own = trunk.state_dict()
     built = {"conv1", "bn1", *trunk.stage_names}
     dropped, unexpected, load = [], [], {}
-    for key, value in state_dict.items():
-        if key.startswith("module."):
-            key = key[len("module.") :]
+    for key, value in clean_state_dict(state_dict).items():
         root = key.split(".", 1)[0]
         if key.endswith("num_batches_tracked"):
             dropped.append(key)

@@ -28,6 +28,7 @@ from torch.utils.checkpoint import checkpoint
 from monoocc_ros.grid import KITTI_GRID_HALF
 from monoocc_ros.models.config import VoxelStageConfig
 from monoocc_ros.models.deform_attn import deformable_attention
+from monoocc_ros.models.voxel_inference import cross_attention_layer, pixel_reference, self_attention_layer
 
 __all__ = [
     "FFN",
@@ -366,6 +367,37 @@ class OccupancyBlock(nn.Module):
             "centres", torch.from_numpy(KITTI_GRID_HALF.centres()).to(torch.float32), persistent=False
         )
         self.register_buffer("dsa_reference", dsa_reference_points(), persistent=False)
+        # (2, Q) DSA reference points in map pixels, for the inference path
+        self.register_buffer("dsa_pixel_ref", pixel_reference(self.dsa_reference, DSA_MAP_HW), persistent=False)
+        self._camera_cache: tuple[tuple, dict[str, Tensor]] | None = None
+
+    # Inference (eval mode, no autograd, one frame, one view) takes the cache-friendly path of
+    # voxel_inference; False forces the training path everywhere (benchmarks compare the two).
+    fast_inference = True
+
+    def camera_geometry(self, lidar2img: Tensor, image_hw: tuple[int, int], feature_hw: tuple[int, int]) -> dict[str, Tensor]:
+        """Projection of the voxel centres for one camera, computed once per calibration.
+
+        Args:
+            lidar2img: (1, 1, 4, 4). image_hw: (H, W). feature_hw: (Hf, Wf) of the value map.
+
+        Returns:
+            "reference" (Q, 2) in [0, 1], "pixel_ref" (2, Q) in feature-map pixels,
+            "visible" (Q,) bool, "visible_idx" (K,) int64. Recomputed when K, T or a size change.
+        """
+        key = (lidar2img.detach().to("cpu", torch.float64).numpy().tobytes(), tuple(image_hw), tuple(feature_hw),
+               str(lidar2img.device))
+        if self._camera_cache is None or self._camera_cache[0] != key:
+            reference, visible = project_voxels(self.centres, lidar2img, image_hw)
+            reference, visible = reference[0, 0], visible[0, 0]
+            geometry = {
+                "reference": reference,
+                "pixel_ref": pixel_reference(reference, feature_hw),
+                "visible": visible,
+                "visible_idx": visible.nonzero(as_tuple=True)[0],
+            }
+            self._camera_cache = (key, geometry)
+        return self._camera_cache[1]
 
     def _run(self, layer: nn.Module, *args) -> Tensor:
         if self.cfg.gradient_checkpointing and self.training and torch.is_grad_enabled():
@@ -395,6 +427,8 @@ class OccupancyBlock(nn.Module):
         """
         B, V, C, hf, wf = features.shape
         dev = features.device
+        if self.fast_inference and B == 1 and V == 1 and not self.training and not torch.is_grad_enabled():
+            return self._forward_inference(features, lidar2img, image_hw, proposals, min_queries, timings)
         # (B, V, C, Hf, Wf) -> (B, V, Hf*Wf, C)
         value = features.flatten(3).transpose(2, 3)
         reference, visible = project_voxels(self.centres, lidar2img, image_hw)
@@ -428,3 +462,47 @@ class OccupancyBlock(nn.Module):
         X, Y, Z = self.grid_size
         # (B, Q, C) -> (B, C, X, Y, Z)
         return x.transpose(1, 2).reshape(B, C, X, Y, Z)
+
+    def _forward_inference(
+        self,
+        features: Tensor,
+        lidar2img: Tensor,
+        image_hw: tuple[int, int],
+        proposals: Tensor | None,
+        min_queries: int,
+        timings: dict[str, float] | None,
+    ) -> Tensor:
+        """:meth:`forward` for one frame and one view without autograd (same arguments and result)."""
+        _, _, C, hf, wf = features.shape
+        dev = features.device
+        geometry = self.camera_geometry(lidar2img, image_hw, (hf, wf))
+        # (1, 1, C, Hf, Wf) -> (C, Hf*Wf) image features; each layer projects them to value rows
+        value_map = features[0, 0].reshape(C, hf * wf)
+        queries = self.queries()
+        num_queries = queries.shape[0]
+        with stage_timer(timings, "cross_attention", dev):
+            if proposals is None:
+                idx = torch.arange(num_queries, device=dev)
+            else:
+                chosen = proposals[0].reshape(-1).to(torch.bool)
+                if int(chosen.sum()) < min_queries:
+                    visible = geometry["visible"]
+                    chosen = visible if bool(visible.any()) else torch.ones_like(chosen)
+                idx = chosen.nonzero(as_tuple=True)[0]
+            q = queries[idx]
+            pixel_ref = geometry["pixel_ref"][:, idx]
+            seen = geometry["visible"][idx].nonzero(as_tuple=True)[0]
+            for layer in self.dca:
+                q = cross_attention_layer(layer, q, value_map, pixel_ref, seen, (hf, wf))
+            x = self.mask_token.expand(num_queries, C).to(q.dtype).index_copy(0, idx, q)
+        with stage_timer(timings, "self_attention", dev):
+            pos = self.positional_encoding()
+            for layer in self.dsa:
+                x = self_attention_layer(layer, x, pos, self.dsa_pixel_ref, DSA_MAP_HW)
+        if self.ica is not None:
+            with stage_timer(timings, "ica", dev):
+                for layer in self.ica:
+                    x = cross_attention_layer(layer, x, value_map, geometry["pixel_ref"], geometry["visible_idx"], (hf, wf))
+        X, Y, Z = self.grid_size
+        # (Q, C) rows -> (1, C, X, Y, Z), a channels-last view
+        return x.t().reshape(1, C, X, Y, Z)

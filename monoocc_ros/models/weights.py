@@ -17,8 +17,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from monoocc_ros.fileio import write_text_atomic
 from monoocc_ros.models.checkpoint import SCHEMA, save_checkpoint
 from monoocc_ros.models.config import ModelConfig, ProposalConfig, SemDecoderConfig, get_model_config
+from monoocc_ros.models.official_io import load_official_file
+from monoocc_ros.models.state_dict import clean_state_dict
 from monoocc_ros.models.trunk import ResNet, load_torchvision_state_dict
 
 __all__ = [
@@ -26,6 +29,9 @@ __all__ = [
     "load_torchvision_resnet",
     "official_key_table",
     "detect_ica_trained",
+    "ICA_CHOICES",
+    "IcaDecision",
+    "decide_ica",
     "convert_official_state_dict",
     "convert_official_checkpoint",
     "QPN_SCHEMA",
@@ -76,14 +82,61 @@ def load_torchvision_resnet(trunk: ResNet, path: Path) -> dict[str, list[str]]:
         raise ValueError(f"{path}: {exc}") from exc
 
 
+ICA_CHOICES = ("on", "off")
+
+
+@dataclass(frozen=True)
+class IcaDecision:
+    """Whether the converted model runs ICA, and why.
+
+    Attributes:
+        use_ica: the choice.
+        weights_trained: evidence from the weights (:func:`detect_ica_trained`).
+        config_look_ahead: ``look_ahead`` in the file's config text (``meta['config']``); None if absent.
+        decided_by: "weights and config agree", "weights (config has no look_ahead)" or "--ica on|off".
+    """
+
+    use_ica: bool
+    weights_trained: bool
+    config_look_ahead: bool | None
+    decided_by: str
+
+
+def decide_ica(weights_trained: bool, config_look_ahead: bool | None, override: str | None, *, source: str) -> IcaDecision:
+    """ICA on or off for a converted checkpoint.
+
+    The official head runs ICA only with ``look_ahead=True``; the weights say whether ICA was
+    trained. When the two disagree neither can be picked silently (2.6 % argmax agreement between
+    the choices on the released file), so the caller must say which one with ``override``.
+
+    Raises:
+        ValueError: config and weights disagree and ``override`` is None; or ``override`` is not on/off.
+    """
+    if override is not None:
+        if override not in ICA_CHOICES:
+            raise ValueError(f"--ica must be one of {ICA_CHOICES}, got {override!r}")
+        return IcaDecision(override == "on", weights_trained, config_look_ahead, f"--ica {override}")
+    if config_look_ahead is None:
+        return IcaDecision(weights_trained, weights_trained, None, "weights (config has no look_ahead)")
+    if config_look_ahead != weights_trained:
+        raise ValueError(
+            f"{source}: ICA config and weights disagree: the config text says look_ahead={config_look_ahead} "
+            f"(the official code {'runs' if config_look_ahead else 'skips'} ICA) but the ICA weights are "
+            f"{'trained' if weights_trained else 'untrained (all-zero offsets and attention weights)'}; "
+            "choose with --ica on (run ICA) or --ica off (skip it, as look_ahead=False does)"
+        )
+    return IcaDecision(weights_trained, weights_trained, config_look_ahead, "weights and config agree")
+
+
 @dataclass
 class ConversionReport:
-    """What happened to every source tensor."""
+    """What happened to every source tensor, and the evidence behind the ICA choice."""
 
     source: str
     ica_trained: bool
     sem_decoder_present: bool
     flags_from_config: dict[str, bool] = field(default_factory=dict)
+    ica: dict[str, Any] = field(default_factory=dict)
     mapped: dict[str, str] = field(default_factory=dict)
     folded: dict[str, list[str]] = field(default_factory=dict)
     unused: list[str] = field(default_factory=list)
@@ -178,12 +231,12 @@ def _config_flags(meta: Any) -> dict[str, bool]:
 
 
 def convert_official_state_dict(
-    state: dict[str, Tensor], *, proposal_mode: str = "all", source: str = "<memory>"
+    state: dict[str, Tensor], *, proposal_mode: str = "all", source: str = "<memory>", use_ica: bool | None = None
 ) -> tuple[ModelConfig, dict[str, Tensor], ConversionReport]:
     """Map an official MonoOcc-S state dict onto the project's ``monoocc_s`` model.
 
-    Returns (config, project state dict, report). The config has ICA and the 2D decoder switched
-    on only if the checkpoint trained them.
+    Returns (config, project state dict, report). The 2D decoder is switched on only if the
+    checkpoint has it; ICA as ``use_ica`` says (None: only if the checkpoint trained it).
 
     Raises:
         ValueError: a needed tensor is missing or has the wrong shape (key named).
@@ -195,8 +248,9 @@ def convert_official_state_dict(
             f'proposal_mode for a converted checkpoint must be "all" or "external" (the official release '
             f'has no monocular proposal stage), got {proposal_mode!r}'
         )
-    state = {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
-    ica = detect_ica_trained(state)
+    state = clean_state_dict(state)
+    ica_trained = detect_ica_trained(state)
+    ica = ica_trained if use_ica is None else use_ica
     sem = any(k.startswith(HEAD + "sem_decoder.") for k in state)
     base = get_model_config("monoocc_s")
     cfg = dataclasses.replace(
@@ -207,7 +261,7 @@ def convert_official_state_dict(
     )
     with torch.device("meta"):
         own = MonoOccStudent(cfg).state_dict()
-    report = ConversionReport(source=source, ica_trained=ica, sem_decoder_present=sem)
+    report = ConversionReport(source=source, ica_trained=ica_trained, sem_decoder_present=sem)
     out: dict[str, Tensor] = {}
     used: set[str] = set()
 
@@ -253,24 +307,32 @@ def convert_official_state_dict(
 
 
 def convert_official_checkpoint(
-    src: Path, dst: Path, report_path: Path | None = None, *, proposal_mode: str = "all"
+    src: Path, dst: Path, report_path: Path | None = None, *, proposal_mode: str = "all", ica: str | None = None
 ) -> ConversionReport:
-    """Read an official MonoOcc-S release (mmcv ``{"meta", "state_dict"}``), write a project checkpoint
-    to ``dst`` and the JSON report to ``report_path`` (default: ``dst`` with ``.report.json``)."""
+    """Read an official MonoOcc-S release (mmcv ``{"meta", "state_dict", "optimizer"}``), write a
+    project checkpoint to ``dst`` and the JSON report to ``report_path`` (default: ``dst`` with
+    ``.report.json``).
+
+    The file is read with ``weights_only=True`` and the numpy allow-list of
+    :mod:`monoocc_ros.models.official_io`. ICA follows :func:`decide_ica` (``ica``: "on", "off" or None).
+
+    Raises:
+        FileNotFoundError / ValueError: one message naming the file and the problem.
+    """
     src, dst = Path(src), Path(dst)
-    if not src.is_file():
-        raise FileNotFoundError(f"official checkpoint not found: {src}")
-    try:
-        ckpt = torch.load(src, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise ValueError(
-            f"cannot read {src} with weights_only=True ({type(exc).__name__}: {exc}); "
-            "the file is truncated, or holds pickled objects beyond tensors and plain containers"
-        ) from exc
+    ckpt = load_official_file(src, "official MonoOcc checkpoint")
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
         raise ValueError(f"{src} is not an mmcv checkpoint: no 'state_dict' at the top level")
-    cfg, state, report = convert_official_state_dict(ckpt["state_dict"], proposal_mode=proposal_mode, source=str(src))
-    report.flags_from_config = _config_flags(ckpt.get("meta"))
+    if not isinstance(ckpt["state_dict"], dict):
+        raise ValueError(f"{src}: 'state_dict' is a {type(ckpt['state_dict']).__name__}, not a dict of tensors")
+    raw = clean_state_dict(ckpt["state_dict"])
+    flags = _config_flags(ckpt.get("meta"))
+    decision = decide_ica(detect_ica_trained(raw), flags.get("look_ahead"), ica, source=str(src))
+    cfg, state, report = convert_official_state_dict(
+        raw, proposal_mode=proposal_mode, source=str(src), use_ica=decision.use_ica
+    )
+    report.flags_from_config = flags
+    report.ica = dataclasses.asdict(decision)
     if report.missing:
         raise ValueError(f"conversion of {src} left project tensors unset: {report.missing[:10]}")
     payload = {
@@ -278,11 +340,17 @@ def convert_official_checkpoint(
         "config_name": "monoocc_s",
         "model_config": dataclasses.asdict(cfg),
         "model": state,
-        "meta": {"converted_from": str(src), "ica_trained": report.ica_trained, "sem_decoder": report.sem_decoder_present},
+        "meta": {
+            "converted_from": str(src),
+            "ica_trained": report.ica_trained,
+            "use_ica": decision.use_ica,
+            "ica_decided_by": decision.decided_by,
+            "sem_decoder": report.sem_decoder_present,
+        },
     }
     save_checkpoint(dst, payload)
     report_path = Path(report_path) if report_path is not None else dst.with_suffix(".report.json")
-    report_path.write_text(report.to_json(), encoding="utf-8")
+    write_text_atomic(report_path, report.to_json())
     return report
 
 
@@ -323,16 +391,11 @@ def convert_voxformer_qpn(src: Path, dst: Path, report_path: Path | None = None)
     from monoocc_ros.models.proposals import QueryProposalNet
 
     src, dst = Path(src), Path(dst)
-    if not src.is_file():
-        raise FileNotFoundError(f"VoxFormer QPN checkpoint not found: {src}")
-    try:
-        ckpt = torch.load(src, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise ValueError(f"cannot read {src} with weights_only=True ({type(exc).__name__}: {exc})") from exc
+    ckpt = load_official_file(src, "VoxFormer QPN checkpoint")
     state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else None
     if not isinstance(state, dict):
         raise ValueError(f"{src} holds no state dict")
-    state = {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
+    state = clean_state_dict(state)
     cfg = ProposalConfig()
     own = QueryProposalNet(cfg.qpn_widths, cfg.qpn_side_widths, cfg.qpn_head_planes, cfg.qpn_head_dilations).state_dict()
     report = ConversionReport(source=str(src), ica_trained=False, sem_decoder_present=False)
@@ -351,7 +414,7 @@ def convert_voxformer_qpn(src: Path, dst: Path, report_path: Path | None = None)
     payload = {"schema": QPN_SCHEMA, "config_name": "voxformer_qpn", "model_config": dataclasses.asdict(cfg), "model": out}
     save_checkpoint(dst, payload)
     report_path = Path(report_path) if report_path is not None else dst.with_suffix(".report.json")
-    report_path.write_text(report.to_json(), encoding="utf-8")
+    write_text_atomic(report_path, report.to_json())
     return report
 
 

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from monoocc_ros.stamps import split_ns
+
 __all__ = ["CubeList", "serialize_marker_array", "serialize_marker_array_with_padding"]
 
 _ENCAPSULATION_CDR_LE = b"\x00\x01\x00\x00"
@@ -78,7 +80,7 @@ class _Writer:
 
 
 def _write_header(w: _Writer, stamp_ns: int, frame_id: str) -> None:
-    sec, nanosec = divmod(int(stamp_ns), 1_000_000_000)
+    sec, nanosec = split_ns(stamp_ns)
     w.pack("iI", 4, sec, nanosec)
     w.string(frame_id)
 

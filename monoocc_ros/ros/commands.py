@@ -22,7 +22,13 @@ def register(subparsers) -> None:
     parser.add_argument(
         "--remap", action="append", default=[], metavar="FROM:=TO", help="publish topic FROM as TO (repeatable)"
     )
-    parser.add_argument("--delay", type=float, default=1.0, help="seconds to wait for subscribers before playing")
+    parser.add_argument(
+        "--wait",
+        type=float,
+        default=10.0,
+        help="wait at most this many seconds for a subscriber on every played topic (default 10)",
+    )
+    parser.add_argument("--delay", type=float, default=0.0, help="further seconds to wait before playing (default 0)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=_run)
 
@@ -36,6 +42,7 @@ def _run(args: argparse.Namespace) -> int:
             clock=args.clock,
             topics=tuple(args.topics),
             remaps=parse_remaps(args.remap),
+            wait_for_subscribers_s=args.wait,
             start_delay_s=args.delay,
         )
         summary = run_replay(args.bag, cfg, progress=not args.no_progress)

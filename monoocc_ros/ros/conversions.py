@@ -13,11 +13,13 @@ from geometry_msgs.msg import Pose
 from sensor_msgs.msg import CameraInfo, PointCloud2, PointField
 from std_msgs.msg import Header
 
-from monoocc_ros.camera import check_intrinsics, check_rigid
+from monoocc_ros.camera import CameraInfoError, CameraInfoReader, CameraInfoSizeError, check_rigid
 from monoocc_ros.grid import VoxelGrid
 from monoocc_ros.labels import LabelMap
 from monoocc_ros.msg import SemanticOccupancyGrid
 from monoocc_ros.ros.cdr import CubeList
+from monoocc_ros.stamps import split_ns, stamp_to_ns
+from monoocc_ros.transforms import matrix_from_translation_quaternion
 
 __all__ = [
     "CameraInfoError",
@@ -34,20 +36,9 @@ __all__ = [
 ]
 
 
-class CameraInfoError(ValueError):
-    """CameraInfo unusable for this image; the text says why."""
-
-
-class CameraInfoSizeError(CameraInfoError):
-    """CameraInfo is for another image size than the image it came with."""
-
-
-def stamp_to_ns(stamp: Time) -> int:
-    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
-
-
 def ns_to_stamp(stamp_ns: int) -> Time:
-    sec, nanosec = divmod(int(stamp_ns), 1_000_000_000)
+    """Integer nanoseconds -> rclpy ``builtin_interfaces/Time`` (the reverse of :func:`stamp_to_ns`)."""
+    sec, nanosec = split_ns(stamp_ns)
     return Time(sec=sec, nanosec=nanosec)
 
 
@@ -190,43 +181,22 @@ def class_cubes(
     return cubes
 
 
-def camera_info_to_K(info: CameraInfo, image_hw: tuple[int, int], *, topic: str = "camera_info") -> np.ndarray:
-    """Intrinsics of ``info``, checked against the image they will be used with.
+def camera_info_to_K(
+    info: CameraInfo,
+    image_hw: tuple[int, int],
+    *,
+    topic: str = "camera_info",
+    image_frame_id: str | None = None,
+    reader: CameraInfoReader | None = None,
+) -> np.ndarray:
+    """Intrinsics of ``info`` for the image they come with, by the one camera rule of
+    :class:`monoocc_ros.camera.CameraInfoReader` (P when set, else K; checks and warnings there).
 
     Raises:
-        CameraInfoError: size differs from the image, or K is not a valid pinhole matrix.
+        CameraInfoError: the reason (size, binning, ROI, distortion model, bounds, frame_id).
     """
-    height, width = image_hw
-    if (info.height, info.width) != (height, width):
-        raise CameraInfoSizeError(
-            f"{topic}: CameraInfo size {info.width}x{info.height} differs from the image size "
-            f"{width}x{height}"
-        )
-    K = np.asarray(info.k, dtype=np.float64).reshape(3, 3)
-    try:
-        return check_intrinsics(K, name=f"{topic} K")
-    except ValueError as err:
-        raise CameraInfoError(str(err)) from err
-
-
-def matrix_from_translation_quaternion(translation, quaternion_xyzw) -> np.ndarray:
-    """(3,) translation + (4,) unit quaternion x, y, z, w -> (4, 4) float64 rigid transform."""
-    t = np.asarray(translation, dtype=np.float64).reshape(-1)
-    q = np.asarray(quaternion_xyzw, dtype=np.float64).reshape(-1)
-    if t.shape != (3,) or q.shape != (4,):
-        raise ValueError(f"need 3 translation and 4 quaternion values, got {t.size} and {q.size}")
-    norm = np.linalg.norm(q)
-    if not np.isfinite(norm) or abs(norm - 1.0) > 1e-3:
-        raise ValueError(f"quaternion {q.tolist()} is not unit length (norm {norm:.4f})")
-    x, y, z, w = q / norm
-    T = np.eye(4)
-    T[:3, :3] = [
-        [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
-        [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
-        [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
-    ]
-    T[:3, 3] = t
-    return T
+    reader = reader if reader is not None else CameraInfoReader(topic)
+    return reader.intrinsics(info, image_hw, image_frame_id)
 
 
 def static_transform_from_params(translation, rotation_xyzw, matrix) -> np.ndarray:

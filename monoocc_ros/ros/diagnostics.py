@@ -40,6 +40,7 @@ class NodeStats:
         self.processed = 0
         self.dropped = 0
         self.tf_failed = 0
+        self.lost = 0  # reported lost by the middleware before they reached the node (also in dropped)
         self.rejected: Counter[str] = Counter()
         self._arrivals: deque[float] = deque(maxlen=window)
         self._processing_ms: deque[float] = deque(maxlen=window)
@@ -51,6 +52,12 @@ class NodeStats:
             self.received += 1
             self.dropped += int(replaced_pending)
             self._arrivals.append(time.monotonic())
+
+    def on_lost(self, count: int) -> None:
+        """Frames the middleware reports lost (best effort): dropped without ever being received."""
+        with self._lock:
+            self.lost += count
+            self.dropped += count
 
     def on_rejected(self, cause: str) -> None:
         with self._lock:
@@ -85,7 +92,13 @@ class NodeStats:
 
 
 def diagnostic_status(
-    name: str, hardware_id: str, stats: NodeStats, budget_ms: float, device: str, device_memory_mb: float | None
+    name: str,
+    hardware_id: str,
+    stats: NodeStats,
+    budget_ms: float,
+    device: str,
+    device_memory_mb: float | None,
+    backend: str = "",
 ) -> DiagnosticStatus:
     """OK / WARN (over budget, drops or rejections) / ERROR (no frame processed yet after input)."""
     mean_ms = stats.mean_processing_ms()
@@ -105,9 +118,11 @@ def diagnostic_status(
         "received": str(stats.received),
         "processed": str(stats.processed),
         "dropped": str(stats.dropped),
+        "lost_in_transport": str(stats.lost),
         "tf_failures": str(stats.tf_failed),
         "rejected": str(stats.total_rejected),
         "device": device,
+        "backend": backend,
         "process_memory_mb": f"{process_memory_mb():.1f}",
     }
     for cause, count in sorted(stats.rejected.items()):

@@ -20,13 +20,10 @@ from typing import Any
 import numpy as np
 
 from monoocc_ros import topics
-from monoocc_ros.evaluation.live import LiveConfig, LiveMatcher
+from monoocc_ros.evaluation.live import LiveConfig, LiveMatcher, summarize_unscored
+from monoocc_ros.stamps import stamp_to_ns
 
 __all__ = ["run_live"]
-
-
-def _stamp_ns(stamp) -> int:
-    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
 
 
 class _Subscriber:
@@ -57,26 +54,26 @@ class _Subscriber:
         try:
             return decode_grid(msg)
         except ValueError as e:
-            self.problems.append(f"{topic}: grid at {_stamp_ns(msg.header.stamp)} ns skipped ({e})")
+            self.problems.append(f"{topic}: grid at {stamp_to_ns(msg.header.stamp)} ns skipped ({e})")
             return None
 
     def _on_clock(self, msg) -> None:
-        self.clock_ns = _stamp_ns(msg.clock)
+        self.clock_ns = stamp_to_ns(msg.clock)
 
     def _on_input(self, msg) -> None:
-        self.matcher.on_input(_stamp_ns(msg.header.stamp), time.monotonic())
+        self.matcher.on_input(stamp_to_ns(msg.header.stamp), time.monotonic())
 
     def _on_gt(self, msg) -> None:
         t = time.monotonic()
         labels = self._grid(msg, self._topics[1])
         if labels is not None:
-            self.matcher.on_ground_truth(_stamp_ns(msg.header.stamp), labels, t)
+            self.matcher.on_ground_truth(stamp_to_ns(msg.header.stamp), labels, t)
 
     def _on_output(self, msg) -> None:
         t = time.monotonic()
         labels = self._grid(msg, self._topics[0])
         if labels is not None:
-            self.matcher.on_output(_stamp_ns(msg.header.stamp), labels, t, self.clock_ns)
+            self.matcher.on_output(stamp_to_ns(msg.header.stamp), labels, t, self.clock_ns)
 
 
 def _start_replay(node, bag: Path, cfg: LiveConfig, rate: float, progress: bool, result: dict) -> threading.Thread:
@@ -215,10 +212,7 @@ def run_live(
     if "error" in replay_result:
         problems.append(replay_result["error"])
     result = matcher.finish()
-    for stamp in result.pop("missed_stamps_ns"):
-        problems.append(f"{cfg.output_topic}: no output for the ground-truth frame at {stamp} ns; scored as missed (empty)")
-    for stamp in result.pop("not_received_stamps_ns"):
-        problems.append(f"{cfg.ground_truth_topic}: ground truth at {stamp} ns never arrived; not scored")
+    problems += summarize_unscored(result, cfg)
     live = result["live"]
     live["clock"] = bool(result["latency_ms"]["sim_time"])  # sim-time latencies need /clock
     if "summary" in replay_result:

@@ -2,9 +2,14 @@
 
 A thin lifecycle shell over :class:`monoocc_ros.predictor.Predictor`:
 
-- configure: read and check parameters, load the checkpoint, warm up;
-- activate: publishers, subscriptions and the inference thread;
-- deactivate: stop them and free device memory; cleanup: drop the model.
+- configure: read and check parameters, load the checkpoint, warm up, make the (lifecycle)
+  publishers;
+- activate: subscriptions, diagnostics and the inference thread (the model stays loaded, so
+  a pause costs no reload);
+- deactivate: stop them; free device memory only with ``release_on_deactivate``;
+- cleanup: drop the publishers and the model.
+
+Any failure of a transition is logged as one line naming its cause and returns FAILURE.
 
 A light image callback keeps only the newest frame (latest frame wins, replaced frames are
 counted as dropped); one inference thread takes it, so TF, parameter, lifecycle and
@@ -18,11 +23,13 @@ from __future__ import annotations
 import sys
 import threading
 import time
+from pathlib import Path
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.clock import Clock, ClockType
+from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
@@ -31,6 +38,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_msgs.msg import Float64, Header
 from visualization_msgs.msg import MarkerArray
 
+from monoocc_ros.camera import CameraInfoReader
 from monoocc_ros.grid import KITTI_GRID
 from monoocc_ros.labels import SEMANTIC_KITTI
 from monoocc_ros.msg import SemanticOccupancyGrid
@@ -47,17 +55,26 @@ from monoocc_ros.ros.conversions import (
 )
 from monoocc_ros.ros.diagnostics import NodeStats, diagnostic_status
 from monoocc_ros.ros.image import ImageDecodeError, cv_bridge_available, image_msg_to_rgb
-from monoocc_ros.ros.params import NodeParams, ParameterError, declare_parameters, on_set_parameters, read_parameters
-from monoocc_ros.ros.tf import StaticTransformSource, TransformSource, make_transform_source
+from monoocc_ros.ros.params import (
+    NodeParams,
+    ParameterError,
+    coerce_parameters,
+    declare_parameters,
+    dropped_command_line_values,
+    normalize_frame_id,
+    on_set_parameters,
+    read_parameters,
+)
+from monoocc_ros.ros.tf import StaticTransformSource, TransformSource, make_transform_source, tf2_available
 
 __all__ = ["MonoOccNode", "ModelLoadError", "load_predictor", "main"]
 
 NODE_NAME = "monoocc_node"
 WARN_PERIOD_S = 5.0
 
-# Depth 1 both ways: only the newest input matters, and outputs are large (a grid is 2 MB).
+# Outputs: depth 1, only the newest matters and they are large (a grid is 2 MB). Inputs: see
+# _create_subscriptions.
 _RELIABLE = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
-_SENSOR_DATA = QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT, history=HistoryPolicy.KEEP_LAST)
 
 
 class ModelLoadError(RuntimeError):
@@ -65,9 +82,14 @@ class ModelLoadError(RuntimeError):
 
 
 def load_predictor(params: NodeParams):
-    """Build the Predictor from ``params.checkpoint_path``, checking its config name."""
+    """Build the Predictor from ``params.checkpoint_path``, checking its config name.
+
+    Raises:
+        ModelLoadError: one line naming the checkpoint, for any failure of loading or building
+            the model (a missing file, a model_config value of the wrong type, bad weights ...).
+    """
+    from monoocc_ros.inference import build_backend
     from monoocc_ros.models.checkpoint import build_model_from_checkpoint, load_checkpoint
-    from monoocc_ros.predictor import Predictor
 
     try:
         ckpt = load_checkpoint(params.checkpoint_path)
@@ -78,11 +100,22 @@ def load_predictor(params: NodeParams):
                 f"but parameter config_name is '{params.config_name}'"
             )
         model, _ = build_model_from_checkpoint(ckpt)
-        return Predictor(
-            model, device=params.device, precision=params.precision, confidence=params.publish_confidence
+        return build_backend(
+            params.backend,
+            model,
+            checkpoint_path=Path(params.checkpoint_path),
+            config_name=found or "",
+            device=params.device,
+            precision=params.precision,
+            confidence=params.publish_confidence,
+            channels_last=params.channels_last,
+            image_hw=params.warmup_image_size,
         )
-    except (OSError, ValueError, KeyError) as err:
-        raise ModelLoadError(f"checkpoint_path '{params.checkpoint_path}': {err}") from err
+    except ModelLoadError:
+        raise
+    except Exception as err:  # noqa: BLE001 - whatever a bad file makes torch or the model raise
+        text = " ".join(str(err).split()) or "(no message)"
+        raise ModelLoadError(f"checkpoint_path '{params.checkpoint_path}': {type(err).__name__}: {text}") from err
 
 
 class MonoOccNode(LifecycleNode):
@@ -94,10 +127,20 @@ class MonoOccNode(LifecycleNode):
     ``~/debug/processing_time_ms``, ``~/debug/pipeline_latency_ms`` (Float64) and /diagnostics.
     """
 
-    def __init__(self, *, node_name: str = NODE_NAME, namespace: str | None = None, parameter_overrides=None):
+    def __init__(
+        self, *, node_name: str = NODE_NAME, namespace: str | None = None, parameter_overrides=None, tf_buffer=None
+    ):
+        """``tf_buffer``: an object with the tf2 Buffer API to take poses from instead of
+        tf2_ros (tests). Raises ParameterError (one line) for a value of the wrong type or range."""
         super().__init__(node_name, namespace=namespace, parameter_overrides=parameter_overrides)
-        declare_parameters(self)
+        try:
+            declare_parameters(self)
+        except ParameterError:
+            self.destroy_node()
+            raise
+        self.add_pre_set_parameters_callback(coerce_parameters)
         self.add_on_set_parameters_callback(on_set_parameters)
+        self._tf_buffer = tf_buffer
         self.params: NodeParams | None = None
         self.predictor = None
         self.stats = NodeStats()
@@ -118,20 +161,39 @@ class MonoOccNode(LifecycleNode):
         self._worker: threading.Thread | None = None
         self._last_cloud_s = -1e9
         self._last_markers_s = -1e9
+        self._map = None  # MapPublisher while active with map.enabled (monoocc_ros.ros.map_publisher)
 
     # ---------------------------------------------------------------- lifecycle
+    def _transition(self, name: str, step, undo) -> TransitionCallbackReturn:
+        """Run ``step``; any failure is one error line and FAILURE, after ``undo``.
+
+        rclpy turns an exception escaping a transition callback into ERROR without a word;
+        parameter and model errors are expected, anything else is still named here.
+        """
+        try:
+            return step()
+        except (ParameterError, ModelLoadError) as err:
+            reason = str(err)
+        except Exception as err:  # noqa: BLE001 - see the docstring
+            reason = f"unexpected {type(err).__name__}: {' '.join(str(err).split())}"
+        try:
+            undo()
+        except Exception as err:  # noqa: BLE001 - the first error is the one to report
+            reason += f" (and undoing it failed: {type(err).__name__}: {err})"
+        self.get_logger().error(f"{name} failed: {reason}")
+        return TransitionCallbackReturn.FAILURE
+
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
-        try:
-            self.params = read_parameters(self)
-        except ParameterError as err:
-            self.get_logger().error(f"configure failed: {err}")
-            return TransitionCallbackReturn.FAILURE
-        try:
-            self.predictor = self._load_predictor()
-        except ModelLoadError as err:
-            self.get_logger().error(f"configure failed: {err}")
-            return TransitionCallbackReturn.FAILURE
-        self._transforms = make_transform_source(self, self.params.grid_frame, self.params.static_T_cam_grid)
+        return self._transition("configure", self._configure, self._release_all)
+
+    def _configure(self) -> TransitionCallbackReturn:
+        uses_tf2 = self._tf_buffer is not None or tf2_available()
+        self.params = read_parameters(self, static_extrinsic=not uses_tf2)
+        self.predictor = self._load_predictor()
+        self._transforms = make_transform_source(
+            self, self.params.grid_frame, self.params.static_T_cam_grid, tf_buffer=self._tf_buffer
+        )
+        self._create_publishers()
         if isinstance(self._transforms, StaticTransformSource):
             self.get_logger().info(
                 "tf2_ros is not installed: using the static camera-from-grid extrinsic from "
@@ -141,18 +203,19 @@ class MonoOccNode(LifecycleNode):
             self.get_logger().info(f"camera pose from {self._transforms.description}")
         self.get_logger().info(
             f"images via {'cv_bridge' if cv_bridge_available() else 'the built-in converter'}; "
-            f"model from {self.params.checkpoint_path} on {self.params.device} ({self.params.precision})"
+            f"model from {self.params.checkpoint_path} on {self.params.device} ({self.params.precision}), "
+            f"backend {self.predictor.backend_name}"
         )
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        if self.predictor is None:
-            try:
-                self.predictor = self._load_predictor()
-            except ModelLoadError as err:
-                self.get_logger().error(f"activate failed: {err}")
-                return TransitionCallbackReturn.FAILURE
-        self._create_endpoints()
+        return self._transition("activate", lambda: self._activate(state), lambda: self._undo_activate(state))
+
+    def _activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        if self.predictor is None:  # released on deactivate (release_on_deactivate)
+            self.predictor = self._load_predictor()
+        self._create_subscriptions()
+        super().on_activate(state)  # enables the lifecycle publishers
         self._stop.clear()
         self._worker = threading.Thread(target=self._inference_loop, name="monoocc_inference", daemon=True)
         self._worker.start()
@@ -162,8 +225,16 @@ class MonoOccNode(LifecycleNode):
         )
         return TransitionCallbackReturn.SUCCESS
 
+    def _undo_activate(self, state: LifecycleState) -> None:
+        self._stop_activity()
+        LifecycleNode.on_deactivate(self, state)
+
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._stop_activity()
+        super().on_deactivate(state)  # lifecycle publishers stop publishing
+        if self.get_parameter("release_on_deactivate").value and self.predictor is not None:
+            self.predictor.release()
+            self.predictor = None
         return TransitionCallbackReturn.SUCCESS
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -186,30 +257,48 @@ class MonoOccNode(LifecycleNode):
                 raise ModelLoadError(f"warm-up at warmup_image_size {height}x{width} failed: {err}") from err
         return predictor
 
-    def _create_endpoints(self) -> None:
+    def _create_subscriptions(self) -> None:
         p = self.params
-        in_qos = _SENSOR_DATA if p.input_qos == "sensor_data" else _RELIABLE
+        # A deep history: a frame the middleware overwrites before the callback takes it would be
+        # lost without a trace (depth 1 lost a third of a 10 Hz stream with inference busy); the
+        # node itself keeps only the newest and counts what it skips.
+        reliability = ReliabilityPolicy.BEST_EFFORT if p.input_qos == "sensor_data" else ReliabilityPolicy.RELIABLE
+        in_qos = QoSProfile(depth=p.input_queue_depth, reliability=reliability, history=HistoryPolicy.KEEP_LAST)
         image_type = CompressedImage if p.image_transport == "compressed" else Image
         self._subs = [
             self.create_subscription(
-                image_type, "~/input/image", self._on_image, in_qos, callback_group=self._input_group
+                image_type,
+                "~/input/image",
+                self._on_image,
+                in_qos,
+                callback_group=self._input_group,
+                event_callbacks=SubscriptionEventCallbacks(message_lost=self._on_message_lost),
             ),
             self.create_subscription(
                 CameraInfo, "~/input/camera_info", self._on_camera_info, in_qos, callback_group=self._input_group
             ),
         ]
-        self._pubs = {
-            "occupancy": self.create_publisher(SemanticOccupancyGrid, "~/output/occupancy", _RELIABLE),
-            "cloud": self.create_publisher(PointCloud2, "~/output/occupied_voxels", _RELIABLE),
-            "markers": self.create_publisher(MarkerArray, "~/output/markers", _RELIABLE),
-            "processing": self.create_publisher(Float64, "~/debug/processing_time_ms", _RELIABLE),
-            "latency": self.create_publisher(Float64, "~/debug/pipeline_latency_ms", _RELIABLE),
-            "diagnostics": self.create_publisher(DiagnosticArray, "/diagnostics", 10),
-        }
         # Wall-clock period: with use_sim_time a paused or slow bag must not stop diagnostics.
         self._diag_timer = self.create_timer(
             1.0, self._publish_diagnostics, clock=Clock(clock_type=ClockType.STEADY_TIME)
         )
+        if self.get_parameter("map.enabled").value and self._map is None:
+            from monoocc_ros.ros.map_publisher import MapPublisher
+
+            self._map = MapPublisher(self, p.grid_frame, self._transforms, self._warn)
+            self.get_logger().info(f"semantic map in '{self._map.frame}', pose from {self._map.pose_source}")
+
+    def _create_publishers(self) -> None:
+        """Lifecycle publishers (ROS 2 convention): made at configure, publish only while active."""
+        pub = self.create_lifecycle_publisher
+        self._pubs = {
+            "occupancy": pub(SemanticOccupancyGrid, "~/output/occupancy", _RELIABLE),
+            "cloud": pub(PointCloud2, "~/output/occupied_voxels", _RELIABLE),
+            "markers": pub(MarkerArray, "~/output/markers", _RELIABLE),
+            "processing": pub(Float64, "~/debug/processing_time_ms", _RELIABLE),
+            "latency": pub(Float64, "~/debug/pipeline_latency_ms", _RELIABLE),
+            "diagnostics": pub(DiagnosticArray, "/diagnostics", 10),
+        }
 
     def _stop_activity(self) -> None:
         self._stop.set()
@@ -225,16 +314,17 @@ class MonoOccNode(LifecycleNode):
             if self._diag_timer is not None:
                 self.destroy_timer(self._diag_timer)
                 self._diag_timer = None
-            for pub in self._pubs.values():
-                self.destroy_publisher(pub)
-            self._pubs = {}
         with self._slot:
             self._pending = None
-        if self.predictor is not None:
-            self.predictor.release()
-            self.predictor = None
+        if self._map is not None:  # after the worker stopped: it is the map's only writer
+            self._map.close()
+            self._map = None
 
     def _release_all(self) -> None:
+        with self._diag_lock:
+            for pub in self._pubs.values():
+                self.destroy_lifecycle_publisher(pub)
+            self._pubs = {}
         if self._transforms is not None:
             self._transforms.close()
             self._transforms = None
@@ -247,6 +337,10 @@ class MonoOccNode(LifecycleNode):
     # ---------------------------------------------------------------- callbacks
     def _on_camera_info(self, msg: CameraInfo) -> None:
         self._camera_info = msg
+
+    def _on_message_lost(self, info) -> None:
+        # best effort: frames (or fragments of one) that never arrived are counted as drops
+        self.stats.on_lost(int(info.total_count_change))
 
     def _on_image(self, msg) -> None:
         # Only store: inference runs on its own thread and takes the newest frame.
@@ -269,6 +363,14 @@ class MonoOccNode(LifecycleNode):
                 self._reject("internal_error", f"frame failed unexpectedly ({type(err).__name__}): {err}")
 
     # ---------------------------------------------------------------- per frame
+    def _camera_info_reader(self) -> CameraInfoReader:
+        """The node's one CameraInfo reader (monoocc_ros.camera): its distortion warning is given
+        once per camera, and ``distorted`` counts the frames it applied to."""
+        if getattr(self, "_camera_reader", None) is None:
+            topic = self.resolve_topic_name("~/input/camera_info")
+            self._camera_reader = CameraInfoReader(topic, warn=lambda text: self.get_logger().warning(text))
+        return self._camera_reader
+
     def _warn(self, cause: str, text: str) -> None:
         self.last_warning[cause] = text
         now = time.monotonic()
@@ -299,14 +401,20 @@ class MonoOccNode(LifecycleNode):
             self._reject("bad_image", f"{image_topic}: {err}")
             return
         try:
-            K = camera_info_to_K(info, image.shape[:2], topic=self.resolve_topic_name("~/input/camera_info"))
+            K = camera_info_to_K(
+                info, image.shape[:2], image_frame_id=msg.header.frame_id, reader=self._camera_info_reader()
+            )
         except CameraInfoSizeError as err:
             self._reject("size_mismatch", str(err))
             return
         except CameraInfoError as err:
             self._reject("bad_camera_info", str(err))
             return
-        camera_frame = p.camera_frame or msg.header.frame_id
+        if msg.header.stamp.sec < 0:
+            # ROS time starts at 0; tf2 and rclpy.Time refuse earlier stamps.
+            self._reject("bad_stamp", f"{image_topic}: negative header.stamp ({msg.header.stamp.sec} s)")
+            return
+        camera_frame = p.camera_frame or normalize_frame_id(msg.header.frame_id)
         if not camera_frame and not isinstance(self._transforms, StaticTransformSource):
             self._reject("no_camera_frame", f"{image_topic}: empty header.frame_id and parameter camera_frame")
             return
@@ -326,6 +434,8 @@ class MonoOccNode(LifecycleNode):
             self._reject("bad_input", f"{image_topic}: {err}")
             return
         self._publish(prediction, msg.header.stamp, arrived_s)
+        if self._map is not None:  # after the frame's own outputs, so the map adds no latency to them
+            self._map.update(prediction, K, T_cam_grid, image.shape[:2], msg.header.stamp, arrived_s + tf_timeout_s)
 
     def _publish(self, prediction, stamp, arrived_s: float) -> None:
         p = self.params
@@ -386,12 +496,17 @@ class MonoOccNode(LifecycleNode):
             self.get_parameter("processing_budget_ms").value,
             p.device,
             device_mb,
+            backend=p.backend,
         )
         return DiagnosticArray(header=Header(stamp=self.get_clock().now().to_msg()), status=[status])
 
 
 def main(args: list[str] | None = None) -> int:
-    """Entry point: ``monoocc_node``; Ctrl-C shuts down cleanly with exit code 0."""
+    """Entry point: ``monoocc_node``; Ctrl-C shuts down cleanly with exit code 0.
+
+    Exit codes: 0 after Ctrl-C, 1 when configure or activate fails (its one error line is
+    logged), 2 for bad ROS arguments or a parameter of the wrong type or range (one line).
+    """
     try:
         rclpy.init(args=args)
     except _rclpy.RCLError as err:
@@ -402,7 +517,15 @@ def main(args: list[str] | None = None) -> int:
     executor = MultiThreadedExecutor()
     code = 0
     try:
-        node = MonoOccNode()
+        try:
+            node = MonoOccNode()
+        except ParameterError as err:
+            print(f"monoocc_node: {err}", file=sys.stderr)
+            return 2
+        dropped = dropped_command_line_values(node, sys.argv if args is None else args)
+        if dropped:
+            print(f"monoocc_node: {dropped[0]}", file=sys.stderr)
+            return 2
         executor.add_node(node)
         if node.get_parameter("autostart").value:
             if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:

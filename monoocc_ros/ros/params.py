@@ -1,12 +1,15 @@
 """The node's parameters: declared once here with description, type and range.
 
 ``config/monoocc.yaml`` sets them; :func:`declare_parameters` declares every one on a node
-(model-dependent ones without a default, so a missing value fails at configure time), and
-:func:`read_parameters` turns the node's values into a checked :class:`NodeParams`.
+(``checkpoint_path`` without a default, so a missing value fails at configure time; a value of
+the wrong type or range fails at once, in one line), and :func:`read_parameters` turns the
+node's values into a checked :class:`NodeParams`, refusing names the node does not have.
 """
 
 from __future__ import annotations
 
+import difflib
+import os
 import re
 from dataclasses import dataclass
 
@@ -18,7 +21,7 @@ from rcl_interfaces.msg import (
     SetParametersResult,
 )
 
-from rclpy.exceptions import ParameterUninitializedException
+from rclpy.exceptions import ParameterException, ParameterUninitializedException
 from rclpy.parameter import Parameter
 
 from monoocc_ros import topics
@@ -32,12 +35,20 @@ __all__ = [
     "read_parameters",
     "check_parameter",
     "on_set_parameters",
+    "coerce_parameters",
+    "unknown_parameters",
+    "dropped_command_line_values",
+    "normalize_frame_id",
+    "resolve_device",
 ]
 
 PRECISIONS = ("fp32", "fp16", "bf16")
+# "auto" (device and precision): cuda + fp16 where CUDA is available, else cpu + fp32.
+AUTO = "auto"
 INPUT_QOS = ("sensor_data", "reliable")
+BACKENDS = ("eager", "onnxruntime", "tensorrt")  # as monoocc_ros.inference.BACKENDS (not imported: no torch here)
 IMAGE_TRANSPORTS = ("raw", "compressed")
-_DEVICE_RE = re.compile(r"^(cpu|cuda(:\d+)?)$")
+_DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 
 # Velodyne/grid axes (x forward, y left, z up) -> camera optical axes (x right, y down, z forward):
 # the rotation of a camera looking along the grid's x axis; KITTI-like setups pass their own.
@@ -52,24 +63,28 @@ class ParameterError(ValueError):
 class NodeParams:
     """Checked parameter values (see config/monoocc.yaml for the meaning of each)."""
 
-    checkpoint_path: str
+    checkpoint_path: str  # ~ expanded
     config_name: str
     device: str
     precision: str
-    grid_frame: str
+    backend: str
+    channels_last: bool
+    grid_frame: str  # without a leading '/'
     camera_frame: str
     image_transport: str
     input_qos: str
+    input_queue_depth: int
     publish_confidence: bool
     cloud_rate_hz: float
     markers_rate_hz: float
     markers_alpha: float
     markers_max_voxels: int
     tf_timeout_s: float
-    static_T_cam_grid: np.ndarray
+    static_T_cam_grid: np.ndarray | None  # (4, 4); None when tf2 gives the pose (not checked then)
     processing_budget_ms: float
     warmup_image_size: tuple[int, int]
     autostart: bool
+    release_on_deactivate: bool
 
 
 def _d(description: str, *, read_only: bool = False, float_range=None, int_range=None, dynamic_typing=False):
@@ -88,17 +103,33 @@ _SPECS: dict[str, tuple[object, ParameterDescriptor, Parameter.Type | None]] = {
         _d("Project checkpoint (.pt) of the student model; required, no default.", read_only=True),
         Parameter.Type.STRING,
     ),
+    # The model is built from the config stored in the checkpoint; this only checks its name.
     "config_name": (
-        None,
+        "",
         _d(
-            "Model config the checkpoint must have been trained with (e.g. monoocc_s); "
-            "'' accepts any. Required so a wrong checkpoint fails at configure.",
+            "Model config the checkpoint must have been trained with (e.g. monoocc_s), so a wrong "
+            "checkpoint fails at configure; '' accepts any (the model config comes from the checkpoint).",
             read_only=True,
         ),
-        Parameter.Type.STRING,
+        None,
     ),
-    "device": ("cpu", _d("Torch device: cpu, cuda or cuda:N.", read_only=True), None),
-    "precision": ("fp32", _d("Inference precision: fp32, fp16 or bf16.", read_only=True), None),
+    "device": (
+        "auto",
+        _d("Torch device: auto (cuda when available, else cpu), cpu, cuda or cuda:N.", read_only=True),
+        None,
+    ),
+    "precision": (
+        "auto",
+        _d("Inference precision: auto (fp16 on CUDA, fp32 on CPU), fp32, fp16 or bf16.", read_only=True),
+        None,
+    ),
+    "backend": (
+        "eager",
+        _d("Inference backend: eager (PyTorch), onnxruntime or tensorrt (CUDA); the ahead-of-time ones are built "
+           "for warmup_image_size and cached next to the checkpoint.", read_only=True),
+        None,
+    ),
+    "channels_last": (False, _d("Run the convolutional trunk in channels-last layout (eager).", read_only=True), None),
     "grid_frame": (topics.GRID_FRAME, _d("Frame of the output grid (TF target of the camera).", read_only=True), None),
     "camera_frame": (
         "",
@@ -112,7 +143,16 @@ _SPECS: dict[str, tuple[object, ParameterDescriptor, Parameter.Type | None]] = {
     ),
     "input_qos": (
         "sensor_data",
-        _d("Input QoS: sensor_data (best effort, depth 1) or reliable (depth 1).", read_only=True),
+        _d("Input QoS reliability: sensor_data (best effort) or reliable; history depth input_queue_depth.",
+           read_only=True),
+        None,
+    ),
+    # Deep enough that the middleware never overwrites a frame the node has not seen: the image
+    # callback only stores the frame, and the node counts the frames it replaces as drops.
+    "input_queue_depth": (
+        100,
+        _d("History depth of the image and CameraInfo subscriptions (frames held by the middleware until the "
+           "node's callback takes them).", read_only=True, int_range=(1, 1000)),
         None,
     ),
     "publish_confidence": (False, _d("Compute and publish per-voxel confidence.", read_only=True), None),
@@ -163,7 +203,39 @@ _SPECS: dict[str, tuple[object, ParameterDescriptor, Parameter.Type | None]] = {
         None,
     ),
     "autostart": (True, _d("Configure and activate at start-up (plain, non-managed use).", read_only=True), None),
+    "release_on_deactivate": (
+        False,
+        _d("Free the model's device memory on deactivate (activate then reloads the checkpoint)."),
+        None,
+    ),
+    # --- persistent semantic map (monoocc_ros.ros.map_publisher) ---
+    "map.enabled": (
+        False,
+        _d("Fuse every prediction into a rolling semantic map in map.frame and publish ~/output/map/*.",
+           read_only=True),
+        None,
+    ),
+    "map.frame": ("odom", _d("Fixed frame of the map (tf2: map.frame <- grid_frame at the image stamp).",
+                             read_only=True), None),
+    "map.size": ([512, 512, 32], _d("Voxels of the rolling window (x, y, z) at the grid's 0.2 m; memory is fixed "
+                                    "by it: 12 bytes per voxel.", read_only=True), None),
+    "map.grid_rate_hz": (1.0, _d("Max rate of ~/output/map/occupancy [Hz]; 0 = off.", float_range=(0.0, 30.0)), None),
+    "map.cloud_rate_hz": (1.0, _d("Max rate of ~/output/map/occupied_voxels [Hz]; 0 = off.",
+                                  float_range=(0.0, 30.0)), None),
+    "map.costmap_rate_hz": (2.0, _d("Max rate of ~/output/map/costmap [Hz]; 0 = off.", float_range=(0.0, 30.0)),
+                            None),
+    "map.drivable_classes": (["road", "parking"], _d("Classes the costmap treats as free ground.", read_only=True),
+                             None),
+    "map.obstacle_band_m": ([-1.9, 0.6], _d("Heights (low, high) above the grid origin where any other occupied "
+                                            "voxel is a costmap obstacle [m].", read_only=True), None),
+    "map.movable_tau_s": (2.0, _d("Decay time constant of movable classes (car, person, ...) out of view [s].",
+                                  read_only=True, float_range=(0.01, 3600.0)), None),
+    "map.odom_tolerance_s": (0.05, _d("Without tf2: max stamp difference between an image and the Odometry "
+                                      "pose used for it [s].", float_range=(0.0, 1.0)), None),
 }
+
+# Declared by rclpy itself on every node; a params file may set them.
+_RCLPY_PREFIXES = ("use_sim_time", "start_type_description_service", "qos_overrides.")
 
 
 def parameter_names() -> tuple[str, ...]:
@@ -171,13 +243,126 @@ def parameter_names() -> tuple[str, ...]:
     return tuple(_SPECS)
 
 
+def _declared_type(name: str) -> Parameter.Type:
+    default, _, ptype = _SPECS[name]
+    return ptype if default is None else Parameter.Type.from_parameter_value(default)
+
+
+def _type_word(ptype: Parameter.Type) -> str:
+    return ptype.name.lower().replace("_array", " list")
+
+
+def _coerced(param: Parameter) -> Parameter:
+    """An integer (list) given for a double (list) parameter as a double: YAML's `1` for `1.0`."""
+    if param.name not in _SPECS:
+        return param
+    want = _declared_type(param.name)
+    if want == Parameter.Type.DOUBLE and param.type_ == Parameter.Type.INTEGER:
+        return Parameter(param.name, Parameter.Type.DOUBLE, float(param.value))
+    if want == Parameter.Type.DOUBLE_ARRAY and param.type_ == Parameter.Type.INTEGER_ARRAY:
+        return Parameter(param.name, Parameter.Type.DOUBLE_ARRAY, [float(v) for v in param.value])
+    return param
+
+
+def coerce_parameters(params: list[Parameter]) -> list[Parameter]:
+    """Pre-set callback: ``ros2 param set`` of an integer on a double parameter sets the double."""
+    return [_coerced(p) for p in params]
+
+
+def _declare_error(name: str, given: Parameter | None, err: ParameterException) -> str:
+    descriptor = _SPECS[name][1]
+    value = given.value if given is not None else None
+    if given is not None and given.type_ != _declared_type(name):
+        return (
+            f"parameter '{name}' must be of type {_type_word(_declared_type(name))}, "
+            f"got {value!r} (type {_type_word(given.type_)})"
+        )
+    for r in list(descriptor.floating_point_range) + list(descriptor.integer_range):
+        if value is not None and not r.from_value <= value <= r.to_value:
+            return f"parameter '{name}' = {value!r} is out of range [{r.from_value}, {r.to_value}]"
+    return f"parameter '{name}': {err}".replace("\n", " ")
+
+
 def declare_parameters(node) -> None:
-    """Declare every parameter on ``node`` (values from --params-file override the defaults)."""
+    """Declare every parameter on ``node`` (values from --params-file and -p override the defaults).
+
+    Raises:
+        ParameterError: a given value has the wrong type or is out of range (one line naming it).
+    """
+    # rclpy keeps the -p / --params-file values here and has no public accessor; an integer
+    # for a double is what users write (tf_timeout_s: 1), so it is accepted as that double.
+    overrides = node._parameter_overrides
     for name, (default, descriptor, ptype) in _SPECS.items():
-        if default is None:
-            node.declare_parameter(name, ptype, descriptor)
-        else:
-            node.declare_parameter(name, default, descriptor)
+        if name in overrides:
+            overrides[name] = _coerced(overrides[name])
+        try:
+            if default is None:
+                node.declare_parameter(name, ptype, descriptor)
+            else:
+                node.declare_parameter(name, default, descriptor)
+        except ParameterException as err:
+            raise ParameterError(_declare_error(name, overrides.get(name), err)) from None
+
+
+def dropped_command_line_values(node, argv: list[str]) -> list[str]:
+    """One line for each ``-p name:=value`` of ``argv`` that rcl dropped without a word.
+
+    After a params file, rcl keeps the file's value when a ``-p`` value has another type
+    (``-p markers_max_voxels:=1.5`` leaves 200000); the node then runs with a value the user
+    did not ask for. Compares each such value with what the node ended up with.
+    """
+    import yaml
+
+    given = {}
+    ros_args = False
+    for i, arg in enumerate(argv):
+        if arg == "--ros-args":
+            ros_args = True
+        elif arg == "--":
+            ros_args = False
+        elif ros_args and arg in ("-p", "--param") and i + 1 < len(argv):
+            name, sep, text = argv[i + 1].partition(":=")
+            target, _, name = name.rpartition(":")  # "-p node:name:=value" sets one node only
+            if sep and name in _SPECS and target in ("", node.get_name()):
+                given[name] = text
+    problems = []
+    for name, text in given.items():
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError:
+            continue  # rcl took it as a string
+        param = _coerced(Parameter(name, value=value)) if value is not None else None
+        if param is None or param.type_ == _declared_type(name) or param.type_ == Parameter.Type.NOT_SET:
+            continue
+        problems.append(
+            f"parameter '{name}' must be of type {_type_word(_declared_type(name))}, got {value!r} "
+            f"(type {_type_word(param.type_)}) from -p; rcl kept {node.get_parameter(name).value!r} "
+            "from the params file"
+        )
+    return problems
+
+
+def unknown_parameters(node) -> list[str]:
+    """Names given to ``node`` (-p, --params-file) that it does not declare: usually typos."""
+    given = node._parameter_overrides  # see declare_parameters
+    return sorted(n for n in given if not node.has_parameter(n) and not n.startswith(_RCLPY_PREFIXES))
+
+
+def normalize_frame_id(frame_id: str) -> str:
+    """tf2 frame ids have no leading '/' (ROS 1 style '/camera_optical' is 'camera_optical')."""
+    return frame_id.lstrip("/")
+
+
+def resolve_device(device: str, precision: str) -> tuple[str, str]:
+    """Resolve ``auto``: (cuda, fp16) where CUDA is available, else (cpu, fp32)."""
+    if AUTO in (device, precision):
+        import torch
+
+        if device == AUTO:
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        if precision == AUTO:
+            precision = "fp16" if device.startswith("cuda") else "fp32"
+    return device, precision
 
 
 def check_parameter(name: str, value) -> str | None:
@@ -185,17 +370,37 @@ def check_parameter(name: str, value) -> str | None:
     if name == "checkpoint_path" and not str(value):
         return "checkpoint_path is empty: give the student checkpoint (.pt)"
     if name == "device" and not _DEVICE_RE.match(str(value)):
-        return f"device {value!r} must be cpu, cuda or cuda:N"
-    if name == "precision" and value not in PRECISIONS:
-        return f"precision {value!r} must be one of {', '.join(PRECISIONS)}"
+        return f"device {value!r} must be cpu, cuda, cuda:N or auto"
+    if name == "precision" and value not in (AUTO, *PRECISIONS):
+        return f"precision {value!r} must be one of {', '.join((AUTO, *PRECISIONS))}"
+    if name == "backend" and value not in BACKENDS:
+        return f"backend {value!r} must be one of {', '.join(BACKENDS)}"
     if name == "input_qos" and value not in INPUT_QOS:
         return f"input_qos {value!r} must be one of {', '.join(INPUT_QOS)}"
     if name == "image_transport" and value not in IMAGE_TRANSPORTS:
         return f"image_transport {value!r} must be one of {', '.join(IMAGE_TRANSPORTS)}"
-    if name == "grid_frame" and not str(value):
+    if name == "grid_frame" and not normalize_frame_id(str(value)):
         return "grid_frame must not be empty"
     if name == "warmup_image_size" and (len(value) != 2 or min(value) < 0):
         return f"warmup_image_size must be [height, width] >= 0, got {list(value)}"
+    if name.startswith("map."):
+        return _check_map_parameter(name, value)
+    return None
+
+
+def _check_map_parameter(name: str, value) -> str | None:
+    from monoocc_ros.labels import SEMANTIC_KITTI
+
+    if name == "map.size" and (len(value) != 3 or min(value) < 2):
+        return f"map.size must be [x, y, z] voxels >= 2, got {list(value)}"
+    if name == "map.drivable_classes":
+        unknown = [c for c in value if c not in SEMANTIC_KITTI.names]
+        if unknown:
+            return f"map.drivable_classes: unknown class names {unknown} (one of {list(SEMANTIC_KITTI.names[1:])})"
+    if name == "map.obstacle_band_m" and (len(value) != 2 or not value[0] < value[1]):
+        return f"map.obstacle_band_m must be [low, high] with low < high, got {list(value)}"
+    if name == "map.frame" and not normalize_frame_id(str(value)):
+        return "map.frame must not be empty"
     return None
 
 
@@ -208,12 +413,22 @@ def on_set_parameters(params) -> SetParametersResult:
     return SetParametersResult(successful=True)
 
 
-def read_parameters(node) -> NodeParams:
-    """The node's current values, checked.
+def read_parameters(node, *, static_extrinsic: bool = True) -> NodeParams:
+    """The node's current values, checked; ``static_extrinsic=False`` (tf2 gives the pose)
+    leaves the unused ``static_T_cam_grid.*`` unchecked.
 
     Raises:
-        ParameterError: a required parameter is unset, or a value is invalid.
+        ParameterError: a required parameter is unset, a value is invalid, or a given
+            parameter is not one of the node's (a typo such as tf_timout_s).
     """
+    unknown = unknown_parameters(node)
+    if unknown:
+        close = [difflib.get_close_matches(n, _SPECS, 1) for n in unknown]
+        listed = ", ".join(f"'{n}'" + (f" (did you mean '{m[0]}'?)" if m else "") for n, m in zip(unknown, close))
+        raise ParameterError(
+            f"unknown parameter{'s' if len(unknown) > 1 else ''} {listed}: not a parameter of this node "
+            "(config/monoocc.yaml lists them all)"
+        )
     values = {}
     for name in _SPECS:
         try:
@@ -229,24 +444,30 @@ def read_parameters(node) -> NodeParams:
         if reason is not None:
             raise ParameterError(f"parameter '{name}': {reason}")
         values[name] = value
-    matrix = list(values["static_T_cam_grid.matrix"])
-    if matrix == [0.0]:
-        matrix = []
-    try:
-        static_T = static_transform_from_params(
-            values["static_T_cam_grid.translation"], values["static_T_cam_grid.rotation_xyzw"], matrix
-        )
-    except ValueError as err:
-        raise ParameterError(f"parameters 'static_T_cam_grid.*': {err}") from err
+    static_T = None
+    if static_extrinsic:
+        matrix = list(values["static_T_cam_grid.matrix"])
+        if matrix == [0.0]:
+            matrix = []
+        try:
+            static_T = static_transform_from_params(
+                values["static_T_cam_grid.translation"], values["static_T_cam_grid.rotation_xyzw"], matrix
+            )
+        except ValueError as err:
+            raise ParameterError(f"parameters 'static_T_cam_grid.*': {err}") from err
+    device, precision = resolve_device(values["device"], values["precision"])
     return NodeParams(
-        checkpoint_path=values["checkpoint_path"],
+        checkpoint_path=os.path.expanduser(values["checkpoint_path"]),
         config_name=values["config_name"],
-        device=values["device"],
-        precision=values["precision"],
-        grid_frame=values["grid_frame"],
-        camera_frame=values["camera_frame"],
+        device=device,
+        precision=precision,
+        backend=values["backend"],
+        channels_last=bool(values["channels_last"]),
+        grid_frame=normalize_frame_id(values["grid_frame"]),
+        camera_frame=normalize_frame_id(values["camera_frame"]),
         image_transport=values["image_transport"],
         input_qos=values["input_qos"],
+        input_queue_depth=int(values["input_queue_depth"]),
         publish_confidence=bool(values["publish_confidence"]),
         cloud_rate_hz=float(values["cloud_rate_hz"]),
         markers_rate_hz=float(values["markers_rate_hz"]),
@@ -257,4 +478,5 @@ def read_parameters(node) -> NodeParams:
         processing_budget_ms=float(values["processing_budget_ms"]),
         warmup_image_size=(int(values["warmup_image_size"][0]), int(values["warmup_image_size"][1])),
         autostart=bool(values["autostart"]),
+        release_on_deactivate=bool(values["release_on_deactivate"]),
     )

@@ -3,7 +3,9 @@
 Messages are read with ``rosbags`` and published as the recorded CDR bytes, unchanged, at the
 recorded pace times ``rate``; ``clock=True`` also publishes /clock for nodes that run with
 ``use_sim_time``. Topics whose message package is not importable here (for example
-``tf2_msgs`` from PyPI-only ROS) are skipped with one note each.
+``tf2_msgs`` from PyPI-only ROS) are skipped with one note each. Playing starts once every
+played topic has a subscriber (or after ``wait_for_subscribers_s``, with one line naming the
+topics nobody listens to): a fixed pause lost the first frames on a busy machine.
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-__all__ = ["ReplayConfig", "ReplaySummary", "replay_bag", "parse_remaps", "message_class"]
+from monoocc_ros.stamps import split_ns
+
+__all__ = ["ReplayConfig", "ReplaySummary", "replay_bag", "parse_remaps", "message_class", "wait_for_subscribers"]
 
 
 @dataclass(frozen=True)
@@ -27,14 +31,16 @@ class ReplayConfig:
         clock: publish /clock (rosgraph_msgs/Clock) with the bag time of every message.
         topics: play only these topics; empty = all.
         remaps: recorded topic -> published topic.
-        start_delay_s: wait before the first message so subscribers can discover the publishers.
+        wait_for_subscribers_s: wait at most this long for a subscriber on every played topic.
+        start_delay_s: a further fixed wait before the first message.
     """
 
     rate: float = 1.0
     clock: bool = False
     topics: tuple[str, ...] = ()
     remaps: tuple[tuple[str, str], ...] = ()
-    start_delay_s: float = 1.0
+    wait_for_subscribers_s: float = 10.0
+    start_delay_s: float = 0.0
 
 
 @dataclass
@@ -79,6 +85,25 @@ def _qos_for(topic: str):
     return QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 
 
+def wait_for_subscribers(publishers: dict, timeout_s: float, log=print, poll_s: float = 0.02) -> list[str]:
+    """Wait until every publisher (topic -> rclpy publisher) has a subscriber, at most ``timeout_s``.
+
+    Returns the topics still without one, after logging one line naming them.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        missing = sorted(t for t, pub in publishers.items() if pub.get_subscription_count() == 0)
+        if not missing or time.monotonic() >= deadline:
+            break
+        time.sleep(poll_s)
+    if missing:
+        log(
+            f"replay: no subscriber on {', '.join(missing)} after {timeout_s:g} s; "
+            "playing anyway, messages on them reach nobody"
+        )
+    return missing
+
+
 def replay_bag(node, bag: Path, cfg: ReplayConfig, *, progress: bool = True, log=print) -> ReplaySummary:
     """Publish the messages of ``bag`` on ``node``'s publishers at the recorded pace.
 
@@ -89,13 +114,15 @@ def replay_bag(node, bag: Path, cfg: ReplayConfig, *, progress: bool = True, log
         log: where the one-line notes go (skipped topics).
 
     Raises:
-        ValueError: rate not positive, or a requested topic is not in the bag.
+        ValueError: rate not positive, a negative wait, or a requested topic is not in the bag.
         FileNotFoundError: the bag folder does not exist.
     """
     from rosbags.rosbag2 import Reader
 
     if not cfg.rate > 0:
         raise ValueError(f"--rate must be > 0, got {cfg.rate}")
+    if cfg.wait_for_subscribers_s < 0 or cfg.start_delay_s < 0:
+        raise ValueError(f"--wait and --delay must be >= 0, got {cfg.wait_for_subscribers_s} and {cfg.start_delay_s}")
     bag = Path(bag)
     if not bag.exists():
         raise FileNotFoundError(f"bag {bag} does not exist")
@@ -127,6 +154,7 @@ def replay_bag(node, bag: Path, cfg: ReplayConfig, *, progress: bool = True, log
             from rosgraph_msgs.msg import Clock
 
             clock_pub = node.create_publisher(Clock, "/clock", 10)
+        wait_for_subscribers(publishers, cfg.wait_for_subscribers_s, log)
         time.sleep(cfg.start_delay_s)
         total = sum(c.msgcount for c in connections)
         start_wall = time.monotonic()
@@ -139,8 +167,7 @@ def replay_bag(node, bag: Path, cfg: ReplayConfig, *, progress: bool = True, log
                 if delay > 0:
                     time.sleep(delay)
                 if clock_pub is not None:
-                    sec, nanosec = divmod(bag_ns, 1_000_000_000)
-                    clock_pub.publish(Clock(clock=_time(sec, nanosec)))
+                    clock_pub.publish(Clock(clock=_time(*split_ns(bag_ns))))
                 out_topic = remaps.get(conn.topic, conn.topic)
                 # Recorded CDR bytes (with encapsulation header) are a serialized message as-is.
                 publishers[out_topic].publish(bytes(raw))

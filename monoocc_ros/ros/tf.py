@@ -2,6 +2,7 @@
 
 The tf2_ros path never blocks the executor: :meth:`TransformSource.lookup` polls
 ``can_transform`` with a zero timeout from the inference thread until the frame's deadline.
+Tests (and callers with their own buffer) pass any object with the tf2 ``Buffer`` API.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import time
 
 import numpy as np
 
-from monoocc_ros.ros.conversions import matrix_from_translation_quaternion
+from monoocc_ros.transforms import matrix_from_translation_quaternion
 
 __all__ = ["TransformSource", "StaticTransformSource", "Tf2TransformSource", "tf2_available", "make_transform_source"]
 
@@ -46,13 +47,21 @@ class StaticTransformSource(TransformSource):
 class Tf2TransformSource(TransformSource):
     """Looks up ``grid_frame`` -> camera at the image stamp from /tf and /tf_static."""
 
-    def __init__(self, node, grid_frame: str, poll_s: float = 0.005):
-        import tf2_ros
+    def __init__(self, node, grid_frame: str, poll_s: float = 0.005, buffer=None):
+        """``buffer``: an object with tf2's ``can_transform``/``lookup_transform``, filled by
+        the caller; None makes a ``tf2_ros.Buffer`` with a listener on ``node``."""
+        self._listener = None
+        if buffer is None:
+            import tf2_ros
 
-        self._buffer = tf2_ros.Buffer()
-        # The listener subscribes in its own reentrant callback group, so /tf keeps arriving on
-        # the node's multi-threaded executor while the inference thread polls.
-        self._listener = tf2_ros.TransformListener(self._buffer, node, spin_thread=False)
+            # With the node, the buffer follows its clock: a /clock jump back (a looped or
+            # restarted bag under use_sim_time) clears it; without, every later lookup of the
+            # replay fails with TF_OLD_DATA.
+            buffer = tf2_ros.Buffer(node=node)
+            # The listener subscribes in its own reentrant callback group, so /tf keeps arriving
+            # on the node's multi-threaded executor while the inference thread polls.
+            self._listener = tf2_ros.TransformListener(buffer, node, spin_thread=False)
+        self._buffer = buffer
         self._grid_frame = grid_frame
         self._poll_s = poll_s
         self.description = f"tf2_ros lookups of {grid_frame} -> camera frame at the image stamp"
@@ -73,11 +82,14 @@ class Tf2TransformSource(TransformSource):
             time.sleep(self._poll_s)
 
     def close(self) -> None:
-        self._listener.unregister()
+        if self._listener is not None:
+            self._listener.unregister()
 
 
-def make_transform_source(node, grid_frame: str, static_T_cam_grid: np.ndarray) -> TransformSource:
-    """tf2_ros when importable, else the static extrinsic."""
-    if tf2_available():
-        return Tf2TransformSource(node, grid_frame)
+def make_transform_source(
+    node, grid_frame: str, static_T_cam_grid: np.ndarray | None, tf_buffer=None
+) -> TransformSource:
+    """tf2 (``tf_buffer`` when given, else tf2_ros when importable), else the static extrinsic."""
+    if tf_buffer is not None or tf2_available():
+        return Tf2TransformSource(node, grid_frame, buffer=tf_buffer)
     return StaticTransformSource(static_T_cam_grid)

@@ -303,3 +303,28 @@ def test_frame_ids_survive_a_frame_range(tiny_kitti_src, tmp_path):
     index = read_bag_frames(out, require_ground_truth=True)
     assert [frame.index for frame in index] == [2, 4]
     assert [r.kitti_frame for r in index.records] == [2, 3, 4, 5]
+
+
+def test_cli_partial_dataset_exits_0_with_a_counted_warning(tiny_kitti_copy, tmp_path, capsys):
+    """A usable bag from a partial dataset is a success with a warning; no usable frame is a failure."""
+    seq_dir = tiny_kitti_copy / "sequences" / "00"
+    (seq_dir / "image_2" / "000003.png").unlink()
+    scan = seq_dir / "velodyne" / "000001.bin"
+    scan.write_bytes(scan.read_bytes()[:-7])
+    parser = argparse.ArgumentParser()
+    commands.register(parser.add_subparsers(dest="command"))
+    out = tmp_path / "partial"
+    args = parser.parse_args(["convert-kitti", str(tiny_kitti_copy), "00", str(out), "--no-progress"])
+    assert args.func(args) == 0
+    captured = capsys.readouterr()
+    assert "INCOMPLETE" in captured.out and "/camera/image_raw" in captured.out
+    warning = [line for line in captured.err.splitlines() if "warning" in line]
+    assert warning == [f"monoocc convert-kitti: warning: 2 of 6 frames have missing or bad files "
+                       f"(problems above); {out} holds everything else"]
+    assert len(read_bag(out)[topics.IMAGE]) == 5
+
+    for png in (seq_dir / "image_2").glob("*.png"):
+        png.unlink()
+    args = parser.parse_args(["convert-kitti", str(tiny_kitti_copy), "00", str(tmp_path / "none"), "--no-progress"])
+    assert args.func(args) == 1
+    assert "holds no camera frame" in capsys.readouterr().err

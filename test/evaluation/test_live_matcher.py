@@ -73,3 +73,24 @@ def test_expected_ground_truth_that_never_arrives_is_reported():
     result = matcher.finish()
     assert result["not_received_stamps_ns"] == [6]
     assert result["frames"]["evaluated"] == 1 and result["frames"]["ground_truth_not_received"] == 1
+
+
+def test_unscored_frames_are_one_counted_line_each_kind():
+    """A busy node misses most frames at the recorded rate: one line with the count, not 17."""
+    from monoocc_ros.evaluation.live import LiveConfig, summarize_unscored
+
+    stamps = [10**9 + k * 10**8 for k in range(20)]
+    matcher = LiveMatcher(expected_stamps=stamps, total_inputs=20)
+    for k, stamp in enumerate(stamps[:19]):  # the last ground truth never arrives
+        matcher.on_ground_truth(stamp, grid(3), t_s=k * 0.1)
+    for k, stamp in enumerate(stamps[:3]):
+        matcher.on_output(stamp, grid(3), t_s=k * 0.1 + 0.05, clock_ns=None)
+    result = matcher.finish()
+    lines = summarize_unscored(result, LiveConfig())
+    assert len(lines) == 2
+    assert lines[0].startswith("/monoocc_node/output/occupancy: no output for 16 of 20 ground-truth frames (at 1.300000000 s")
+    assert "..." in lines[0] and "scored as missed (empty)" in lines[0]
+    assert lines[1].startswith("/ground_truth/occupancy: 1 of 20 ground-truth frames never arrived (at 2.900000000 s)")
+    # nothing lost: every stamp is still in the report's live section
+    assert result["live"]["missed_stamps_ns"] == stamps[3:19] and result["live"]["not_received_stamps_ns"] == stamps[19:]
+    assert "missed_stamps_ns" not in result and "not_received_stamps_ns" not in result

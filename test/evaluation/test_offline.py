@@ -54,7 +54,10 @@ def test_offline_eval_writes_every_artifact(offline_run, gt_frames, gt_bag, tiny
     assert sorted(p.name for p in (report_dir / "renders").iterdir()) == ["000000.png", "000005.png"]
     h, w = read_bag_frames(gt_bag).records[0].image_hw
     panel = cv2.imread(str(report_dir / "renders" / "000005.png"))
-    assert panel.shape == (h, 3 * w, 3)
+    # camera | prediction | ground truth, with a header (frame id, score) above and a legend below
+    assert panel.shape[1] == 3 * w and panel.shape[0] > h
+    image = next(f.image for f in read_bag_frames(gt_bag, require_ground_truth=True) if f.index == 5)
+    assert any(np.array_equal(panel[r:r + h, :w, ::-1], image) for r in range(panel.shape[0] - h + 1))
 
 
 def test_exported_submission_reproduces_the_reported_metrics(offline_run, gt_frames):

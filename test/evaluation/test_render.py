@@ -104,3 +104,29 @@ def test_bad_input_is_rejected_with_a_clear_message():
         render_grid(bad)
     with pytest.raises(ValueError, match="calibrated"):
         render_comparison(np.zeros((10, 10, 3), np.uint8), bad * 0, bad * 0, camera)
+
+
+def test_captioned_comparison_has_title_panel_names_and_a_class_colour_legend():
+    """The figure reads without the code: header (title, panel names) and a legend of every class."""
+    from monoocc_ros.labels import SEMANTIC_KITTI
+
+    camera = forward_camera()
+    image = np.full((120, 160, 3), 7, np.uint8)
+    pred = np.zeros(KITTI_GRID.size, np.uint8)
+    gt = np.zeros(KITTI_GRID.size, np.uint8)
+    pred[50:55, 120:136, 5:15] = CAR
+    gt[50:55, 120:136, 5:15] = BUILDING
+    bare = render_comparison(image, pred, gt, camera, captions=False)
+    fig = render_comparison(image, pred, gt, camera, title="frame 000005 | IoU 12.0 %")
+    untitled = render_comparison(image, pred, gt, camera)
+    assert fig.shape[1] == 480 and fig.shape[0] > 120 and untitled.shape[0] < fig.shape[0]
+    # the panels are untouched (no text drawn over them), between the header and the legend
+    top = next(r for r in range(fig.shape[0] - 119) if np.array_equal(fig[r:r + 120], bare))
+    header, legend = fig[:top], fig[top + 120:]
+    # text of at least 16 px: the white header text spans that many rows in one line
+    inked = np.flatnonzero((header > 200).all(axis=-1).any(axis=1))
+    assert len(inked) and np.split(inked, np.flatnonzero(np.diff(inked) > 1) + 1)[0].size >= 12
+    # every class has its swatch in exactly the render colour
+    swatches = {tuple(p) for p in legend.reshape(-1, 3)}
+    for c in SEMANTIC_KITTI.paper_table_order:
+        assert tuple(SEMANTIC_KITTI.colors_rgb[c]) in swatches, SEMANTIC_KITTI.names[c]

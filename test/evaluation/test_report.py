@@ -105,7 +105,7 @@ def test_markdown_table_has_paper_table_i_layout(tmp_path):
     assert header == ["Method", "IoU", "mIoU", *PAPER_HEADER]
     assert len(lines) == 3
     row = [c.strip() for c in lines[2].strip("|").split("|")]
-    assert row[0] == "MonoOcc (ours)"
+    assert row[0] == "MonoOcc offline (every frame)"  # a live run's row reads differently
     assert row[1] == f"{100 * 15 / 19:.2f}" and row[2] == f"{100 * (8 / 14 + 5 / 7) / 19:.2f}"
     values = dict(zip(header, row))
     assert values["road"] == "71.43" and values["car"] == "57.14" and values["building"] == "0.00"
@@ -138,3 +138,19 @@ def test_compare_prints_side_by_side_table(tmp_path, capsys):
     args = parser.parse_args(["eval", "--compare", str(pa["json"]), str(bad)])
     assert args.func(args) == 2
     assert "bad.json: not an evaluation report" in capsys.readouterr().err
+
+
+def test_chart_and_table_say_live_or_offline_and_how_many_frames(tmp_path):
+    from PIL import Image
+
+    offline, paths = report_for([hand_built_pair()] * 3, tmp_path / "offline")
+    live = {**offline, "mode": "live",
+            "frames": {"ground_truth": 20, "evaluated": 3, "missed": 17, "ground_truth_not_received": 0}}
+    live_paths = write_report(tmp_path / "live", live)
+    title = Image.open(paths["bar_chart"]).text["Title"]
+    assert title.startswith("MonoOcc offline (every frame): per-class IoU") and "3 frames scored" in title
+    live_title = Image.open(live_paths["bar_chart"]).text["Title"]
+    assert live_title.startswith("MonoOcc live (node output): per-class IoU")
+    assert "3 of 20 ground-truth frames scored, 17 missed (scored as empty)" in live_title
+    rows = [paths["table"].read_text().splitlines()[2], live_paths["table"].read_text().splitlines()[2]]
+    assert rows[0].split("|")[1].strip() != rows[1].split("|")[1].strip()

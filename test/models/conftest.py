@@ -63,3 +63,20 @@ def box_scene(camera) -> dict[str, np.ndarray]:
     _, _, visible = camera.project(KITTI_GRID.centres())
     labels.reshape(-1)[~visible] = IGNORE
     return {"image": _paint(labels, camera), "labels": labels, "K": camera.K, "T_cam_grid": camera.T_cam_grid}
+
+
+@pytest.fixture(scope="session")
+def swapped_scenes(camera, box_scene) -> list[dict[str, np.ndarray]]:
+    """Two scenes with ``box_scene``'s geometry whose car box and vegetation box trade classes.
+
+    Occupancy and camera are identical; only the labels of the two boxes and the painted image
+    differ, so a model can tell the scenes apart only through its image features.
+    """
+    base = box_scene["labels"]
+    car, veg = base == 1, base == 15
+    scenes = []
+    for car_class, veg_class in ((1, 15), (15, 1)):
+        labels = base.copy()
+        labels[car], labels[veg] = car_class, veg_class
+        scenes.append({"image": _paint(labels, camera), "labels": labels, "K": camera.K, "T_cam_grid": camera.T_cam_grid})
+    return scenes

@@ -244,7 +244,8 @@ def test_torchvision_state_dict_loads_into_trunk():
         load_torchvision_state_dict(resnet(50, num_stages=3), bad)
 
 
-def test_external_proposals_are_required_and_empty_ones_fall_back():
+def test_external_proposals_are_required_and_used_as_given_however_few():
+    """Official protocol: DCA runs on exactly the proposed voxels, even below min_queries, even none."""
     torch.manual_seed(0)
     tiny = get_model_config("tiny")
     cfg = dataclasses.replace(tiny, proposal=dataclasses.replace(tiny.proposal, mode="external"))
@@ -255,12 +256,35 @@ def test_external_proposals_are_required_and_empty_ones_fall_back():
             model.encode(batch["image"], batch["K"], batch["T_cam_grid"])
         with pytest.raises(ValueError, match="128, 128, 16"):
             model.encode(batch["image"], batch["K"], batch["T_cam_grid"], torch.zeros(1, 64, 64, 8, dtype=torch.bool))
-        # no proposal at all: the DCA must run on the voxels the camera sees instead of on nothing
-        seen = []
-        model.occupancy.dca[0].register_forward_hook(lambda module, args, output: seen.append(args[0].shape[1]))
-        out = model.encode(batch["image"], batch["K"], batch["T_cam_grid"], torch.zeros(1, 128, 128, 16, dtype=torch.bool))
         lidar2img = lidar2img_from(batch["K"], batch["T_cam_grid"])[:, None]
         _, visible = project_voxels(model.occupancy.centres, lidar2img, (96, 320))
-    assert seen == [int(visible.sum())] and 1000 < seen[0] < 262144
-    assert out["voxel_features"].shape == (1, 16, 128, 128, 16)
-    assert bool(torch.isfinite(out["voxel_features"]).all())
+        few = torch.zeros(1, 128 * 128 * 16, dtype=torch.bool)
+        few[0, visible[0, 0].nonzero()[:5, 0]] = True
+        few = few.view(1, 128, 128, 16)
+        assert 0 < int(few.sum()) < cfg.proposal.min_queries
+        seen = []
+        model.occupancy.dca[0].register_forward_hook(lambda module, args, output: seen.append(args[0].shape[1]))
+        features = {}
+        for fast in (False, True):  # the module path (hooked) and the fused inference path agree
+            model.occupancy.fast_inference = fast
+            for name, proposals in (("few", few), ("none", torch.zeros_like(few))):
+                out = model.encode(batch["image"], batch["K"], batch["T_cam_grid"], proposals)
+                assert "query_fallback" not in out
+                features[fast, name] = out["voxel_features"]
+    assert seen == [5, 0]
+    for name in ("few", "none"):
+        torch.testing.assert_close(features[True, name], features[False, name], rtol=1e-4, atol=1e-4)
+    assert not torch.allclose(features[False, "few"], features[False, "none"])
+    assert features[False, "few"].shape == (1, 16, 128, 128, 16)
+    assert bool(torch.isfinite(features[False, "few"]).all())
+
+
+def test_monocular_fallback_below_min_queries_is_reported():
+    torch.manual_seed(0)
+    model = MonoOccStudent(get_model_config("tiny")).eval()  # tiny: monocular proposals
+    assert model.cfg.proposal.mode == "monocular"
+    batch = _random_batch()
+    with torch.no_grad():
+        out = model.encode(batch["image"], batch["K"], batch["T_cam_grid"])
+    proposed = int(out["proposal_logits"].argmax(1).sum())
+    assert out["query_fallback"].tolist() == [proposed < model.cfg.proposal.min_queries]

@@ -108,9 +108,9 @@ def official_monoocc_s_state(*, ica_trained: bool, sem_decoder: bool, seed: int 
     return s
 
 
-def _write_official(path, state):
-    meta = {"config": "model = dict(pts_bbox_head=dict(look_ahead=True, use_sem=True, distill=False))", "epoch": 20}
-    torch.save({"meta": meta, "state_dict": state}, path)
+def _write_official(path, state, *, look_ahead: bool = True):
+    config = f"model = dict(pts_bbox_head=dict(look_ahead={look_ahead}, use_sem=True, distill=False))"
+    torch.save({"meta": {"config": config, "epoch": 20}, "state_dict": state}, path)
 
 
 @pytest.fixture(scope="module")
@@ -180,7 +180,7 @@ def test_official_checkpoint_converts_every_tensor(tmp_path, official):
 
 
 def test_untrained_ica_and_missing_decoder_are_detected(tmp_path, official):
-    _write_official(tmp_path / "s.pth", _variant(official, ica_trained=False, sem_decoder=False))
+    _write_official(tmp_path / "s.pth", _variant(official, ica_trained=False, sem_decoder=False), look_ahead=False)
     report = convert_official_checkpoint(tmp_path / "s.pth", tmp_path / "s.pt", proposal_mode="external")
     assert not report.ica_trained and not report.sem_decoder_present
     assert any(k.startswith(H + "cross_transformer_late.") for k in report.unused)

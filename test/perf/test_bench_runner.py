@@ -59,6 +59,26 @@ def test_failing_script_is_reported_not_hidden(bench_dir):
     assert "FAILED" in markdown_table(doc)
 
 
+def test_indented_json_is_parsed(tmp_path):
+    """Scripts that print ``json.dumps(..., indent=N)`` (bench_node, bench_model, bench_node_replay)."""
+    d = tmp_path / "bench"
+    d.mkdir()
+    _write(d / "bench_indented.py", """
+        import json
+        print("{ not json: a log line that starts with a brace")
+        print(json.dumps({"first": 1}))
+        print(json.dumps({"benchmark": "x", "results": [{"config": "tiny", "ms": 2.5}], "nested": {"a": {"b": 1}}},
+                         indent=2))
+        print("done")
+    """)
+    doc = run_benches(None, bench_dir=d, progress=False)
+    b = doc["benches"]["indented"]
+    assert b["error"] is None, b["error"]
+    # the last top-level document, not the first one nor an inner object of the indented one
+    assert b["result"]["benchmark"] == "x" and b["result"]["results"] == [{"config": "tiny", "ms": 2.5}]
+    assert "FAILED" not in markdown_table(doc)
+
+
 def test_unknown_name_lists_known_ones(bench_dir):
     with pytest.raises(ValueError, match=r"known: \['alpha', 'beta', 'broken'\]"):
         find_scripts(bench_dir, ["gamma"])

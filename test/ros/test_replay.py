@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -116,6 +117,7 @@ def test_replay_subcommand_parses_its_arguments():
         ["replay", "bag", "--rate", "2", "--clock", "--topics", "/a", "/b", "--remap", "/a:=/c", "--remap", "/b:=/d"]
     )
     assert (args.rate, args.clock, args.topics, args.remap) == (2.0, True, ["/a", "/b"], ["/a:=/c", "/b:=/d"])
+    assert (args.wait, args.delay) == (10.0, 0.0)
     assert callable(args.func)
 
 
@@ -125,14 +127,59 @@ def test_replay_command_runs_as_a_process(ros_domain, small_bag):
         "p = argparse.ArgumentParser(); register(p.add_subparsers()); "
         "a = p.parse_args(sys.argv[1:]); sys.exit(a.func(a))"
     )
-    cmd = [sys.executable, "-c", script, "replay", str(small_bag), "--delay", "0", "--rate", "4", "--no-progress"]
+    cmd = [sys.executable, "-c", script, "replay", str(small_bag), "--wait", "0.5", "--rate", "4", "--no-progress"]
     env = dict(os.environ, ROS_DOMAIN_ID=str(ros_domain))
     root = Path(__file__).resolve().parents[2]
     done = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=60)
     output = done.stdout + done.stderr
     assert done.returncode == 0, output
     assert "replayed 8 messages" in output and f"{topics.IMAGE}: 4" in output
+    assert f"no subscriber on {topics.CAMERA_INFO}, {topics.IMAGE} after 0.5 s" in output
     assert "Traceback" not in output
     bad_cmd = cmd[:4] + [str(small_bag), "--rate", "-1"]
     bad = subprocess.run(bad_cmd, cwd=root, env=env, capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "--rate must be > 0" in bad.stderr
+
+
+def test_replay_waits_for_subscribers_instead_of_a_fixed_pause(ros_domain, small_bag, spin_until):
+    # A subscriber that appears 2 s after the player started (a slow node start) gets every frame.
+    import rclpy
+
+    player = rclpy.create_node("replay_wait_player")
+    got_images, got_infos = [], []
+    qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+
+    def late_listener():
+        time.sleep(2.0)
+        listener = rclpy.create_node("replay_wait_listener")
+        listener.create_subscription(Image, topics.IMAGE, got_images.append, qos)
+        listener.create_subscription(CameraInfo, topics.CAMERA_INFO, got_infos.append, qos)
+        executor = SingleThreadedExecutor()
+        executor.add_node(listener)
+        spin_until(executor, lambda: len(got_images) >= 4 and len(got_infos) >= 4, 60.0)
+        executor.shutdown()
+        listener.destroy_node()
+
+    thread = threading.Thread(target=late_listener)
+    thread.start()
+    notes = []
+    cfg = ReplayConfig(topics=(topics.IMAGE, topics.CAMERA_INFO), wait_for_subscribers_s=60.0)
+    started = time.monotonic()
+    try:
+        summary = replay_bag(player, small_bag, cfg, progress=False, log=notes.append)
+        waited = time.monotonic() - started
+        thread.join()
+        assert summary.published == {topics.IMAGE: 4, topics.CAMERA_INFO: 4}
+        assert len(got_images) == 4 and len(got_infos) == 4, (len(got_images), len(got_infos))
+        assert waited >= 2.0 and notes == []
+        # nobody listening: one line naming the topics, then it plays anyway
+        summary = replay_bag(
+            player, small_bag, ReplayConfig(topics=(topics.IMAGE,), wait_for_subscribers_s=0.3), progress=False,
+            log=notes.append,
+        )  # fmt: skip
+        assert summary.published == {topics.IMAGE: 4}
+        assert notes == [
+            f"replay: no subscriber on {topics.IMAGE} after 0.3 s; playing anyway, messages on them reach nobody"
+        ]
+    finally:
+        player.destroy_node()

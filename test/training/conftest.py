@@ -32,3 +32,17 @@ def camera_batch(hw=(64, 160), past_offsets_m=(4.0, 3.0, 2.0, 1.0), batch=1):
 @pytest.fixture
 def small_camera():
     return camera_batch()
+
+
+@pytest.fixture(scope="session")
+def split_bags(synthetic_kitti, tmp_path_factory):
+    """(validation, held-out) bags cut from the generated street: its ground-truth frames 10 and 15.
+
+    Training on ``synthetic_bag`` with ``data.max_train_frames=2`` (frames 0 and 5) leaves both unseen.
+    """
+    from monoocc_ros.data.converter import convert_sequence
+
+    base = tmp_path_factory.mktemp("split_bags")
+    convert_sequence(synthetic_kitti, "00", base / "val", frames=range(8, 13), progress=False)
+    convert_sequence(synthetic_kitti, "00", base / "held_out", frames=range(13, 18), progress=False)
+    return base / "val", base / "held_out"

@@ -219,7 +219,21 @@ def test_resume_after_sigkill_repeats_losses(synthetic_bag, tmp_path, capfd):
     assert sorted(reference) == [1, 2, 3]
 
     out = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "training", "train", "student", str(BUILTIN_CONFIG_DIR / "student_tiny.yaml")]
+    # The run holds still after its first checkpoint until killed: where it stops must not
+    # depend on how fast the machine steps while the test polls for last.pt.
+    hold_after_first_checkpoint = (
+        "import sys, time\n"
+        "import training.train as train\n"
+        "from training.__main__ import main\n"
+        "save = train.save_training_state\n"
+        "def save_then_hold(*args, **kwargs):\n"
+        "    save(*args, **kwargs)\n"
+        "    time.sleep(3600)\n"
+        "train.save_training_state = save_then_hold\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
+    cfg_file = str(BUILTIN_CONFIG_DIR / "student_tiny.yaml")
+    cmd = [sys.executable, "-c", hold_after_first_checkpoint, "train", "student", cfg_file]
     for item in student_overrides(synthetic_bag, out, None, *extra):
         cmd += ["--set", item]
     proc = subprocess.Popen(cmd, cwd=REPO, env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

@@ -1,5 +1,7 @@
-"""Privileged teacher: V-view forward, views matter, gradients, torchvision ResNet-101 weights."""
+"""Privileged teacher: V-view forward, views matter, gradients, torchvision ResNet-101 weights;
+a few training steps beat image-free baselines on a held-out frame."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -53,3 +55,68 @@ def test_loads_torchvision_format_resnet101(tmp_path, teacher):
     assert torch.equal(teacher.backbone.layer3[22].conv2.weight, full.layer3[22].conv2.weight)
     with pytest.raises(FileNotFoundError, match="missing.pth"):
         teacher.load_backbone(tmp_path / "missing.pth")
+
+
+# -- learning: a few steps beat the baselines that need no image ----------------------------------
+
+
+def _completion_and_miou(pred: np.ndarray, gt: np.ndarray) -> tuple[float, float]:
+    from monoocc_ros.metrics import SSCMetrics
+
+    metrics = SSCMetrics(20)
+    metrics.update(pred, gt)
+    scores = metrics.compute()
+    return float(scores.completion_iou), float(scores.miou)
+
+
+def prior_baselines(train_labels: list[np.ndarray], held_out: np.ndarray, seed: int = 0) -> dict[str, float]:
+    """Completion IoU on ``held_out`` of predictions made without looking at its image.
+
+    all_empty: every voxel empty. class_prior: every voxel drawn independently from the class
+    frequencies of the training frames' valid voxels. all_occupied: every voxel gets the most
+    frequent non-empty training class (what an untrained net that marks everything occupied scores).
+    """
+    from monoocc_ros.labels import EMPTY, IGNORE
+
+    counts = sum(np.bincount(lab[lab != IGNORE].ravel(), minlength=20) for lab in train_labels)
+    rng = np.random.default_rng(seed)
+    drawn = rng.choice(20, size=held_out.shape, p=counts / counts.sum()).astype(np.uint8)
+    occupied_class = int(np.argmax(counts[1:]) + 1)
+    return {
+        "all_empty": _completion_and_miou(np.full_like(held_out, EMPTY), held_out)[0],
+        "class_prior": _completion_and_miou(drawn, held_out)[0],
+        "all_occupied": _completion_and_miou(np.full_like(held_out, occupied_class), held_out)[0],
+    }
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 14, not reached yet: on the 2-core CPU budget the tiny teacher collapses to 'all empty' first "
+    "(measured held-out completion IoU 0.0066 after 6 steps at lr 5e-3, 0.0 after 10 steps at lr 1e-2; class prior "
+    "0.022, all occupied 0.042). Strict: the day it passes, this marker must go.",
+)
+def test_few_teacher_steps_beat_prior_baselines_on_held_out_frame(synthetic_bag, split_bags, tmp_path):
+    from training.config import BUILTIN_CONFIG_DIR, load_train_config
+    from training.ddp import DistEnv
+    from training.train import Trainer
+
+    _, held_out = split_bags
+    items = [
+        "data.image_scale=0.125", "num_workers=0", "log_images=false", "device=cpu",
+        f"data.train_bags={synthetic_bag}", "data.max_train_frames=2", f"data.val_bags={held_out}",
+        "data.temporal_offsets=[-2]", "teacher.cvt_layers=2", "epochs=5", "val_every=5",
+        "optim.lr=1e-2", "optim.warmup_iters=0", f"out_dir={tmp_path / 'teacher'}",
+    ]
+    trainer = Trainer(load_train_config(BUILTIN_CONFIG_DIR / "teacher_tiny.yaml", items), DistEnv())
+    untrained = trainer.validate()["completion_iou"]
+    summary = trainer.run()
+    trained = summary.val[-1]["completion_iou"]
+    baselines = prior_baselines(
+        [trainer.train_set[i]["labels"].numpy().astype(np.uint8) for i in range(len(trainer.train_set))],
+        trainer.val_set[0]["labels"].numpy().astype(np.uint8),
+    )
+    print(f"[teacher] held-out completion IoU after {summary.global_step} steps: {trained:.4f} "
+          f"(untrained {untrained:.4f}); baselines {baselines}")
+    assert trained > baselines["all_empty"] and trained > baselines["class_prior"], (trained, baselines)
+    assert trained > untrained, (trained, untrained)

@@ -1,0 +1,5 @@
+"""Inference backends behind one interface (predict, warm-up, release, backend name); see :mod:`.backends`."""
+
+from monoocc_ros.inference.backends import BACKENDS, Backend, BackendError, artefact_path, build_backend
+
+__all__ = ["BACKENDS", "Backend", "BackendError", "artefact_path", "build_backend"]

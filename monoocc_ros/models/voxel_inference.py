@@ -1,0 +1,175 @@
+"""Inference path of the occupancy block's attention layers: same parameters, same maths, less memory traffic.
+
+The training path (``voxel_transformer``) builds every intermediate for the whole query set
+(offsets, locations, the (B*N, Dh, Q, P) sampled tensor, its weighted copy) and transposes them
+between layouts. Here, with one frame and one view and no autograd, each layer runs in chunks of
+queries sized so that every intermediate stays in the CPU caches, and the layouts are chosen so
+that no large tensor is transposed:
+
+- locations are kept in pixels (reference * (W, H) - 0.5 + offset, the offset projection's own unit),
+  computed transposed, (heads, points, 2, m);
+- attention weights are computed transposed too, so the softmax runs over an outer axis;
+- sampling, weighting and the sum over points are one fused C loop (:mod:`cpu_kernels`) that
+  reads each corner's channels as one contiguous value row; without a C compiler, ``grid_sample``
+  reads the transposed locations as a strided grid and the (heads, Dh, points, m) samples are
+  weighted in place and summed;
+- the output projection, residual, LayerNorm, FFN and LayerNorm run on the chunk's rows while they are
+  in cache.
+
+The module reads the layers' parameters; it owns none, so checkpoints are unchanged.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from monoocc_ros.models.cpu_kernels import deform_sample
+from monoocc_ros.models.cpu_kernels import usable as kernels_usable
+
+__all__ = ["cross_attention_layer", "self_attention_layer", "post_attention", "chunk_size", "sample_weighted", "pixel_reference"]
+
+# Floats of all intermediates of one chunk (32 MB, within a server L3). Larger chunks also mean
+# fewer operator calls: each parallel call costs a thread barrier, which on a loaded machine (the
+# node shares its cores with the camera driver and the consumers) can cost a scheduler time slice.
+CHUNK_FLOATS = 1 << 23
+MIN_CHUNK = 1024
+
+
+def chunk_size(floats_per_query: int) -> int:
+    """Queries per chunk so that ``floats_per_query * chunk`` stays near :data:`CHUNK_FLOATS`."""
+    return max(MIN_CHUNK, CHUNK_FLOATS // max(1, floats_per_query))
+
+
+def _floats_per_query(dim: int, points: int, ffn_dim: int) -> int:
+    """Intermediates per query of one layer: queries, locations and logits (3 per point), the
+    sampled row, FFN hidden, LayerNorm outputs."""
+    return 2 * dim + 3 * points + dim + ffn_dim + 2 * dim
+
+
+def sample_weighted(value_rows: Tensor, map_hw: tuple[int, int], loc_t: Tensor, logits_t: Tensor, groups: int = 1) -> Tensor:
+    """Bilinear samples of each head's value map, weighted by softmax(logits) and summed over points.
+
+    Args:
+        value_rows: (H * W, N * Dh) value rows, head-major channels.
+        map_hw: (H, W).
+        loc_t: (N, P, 2, m) sampling locations in pixels (x, y), the centre of pixel i at i.
+        logits_t: (N, G, P / G, m) attention logits; the softmax runs within each of the G groups
+            (the DSA's queue copies), and the weights are divided by G.
+
+    Returns:
+        (m, N * Dh) sampled features.
+    """
+    N, P, _, m = loc_t.shape
+    h, w = map_hw
+    value_rows = value_rows.float()  # a no-op in fp32; under bf16 autocast the sampling stays fp32
+    weights = logits_t.softmax(2).reshape(N, P, m)
+    if groups > 1:
+        weights = weights.mul_(1.0 / groups)
+    if kernels_usable(value_rows, loc_t, weights):
+        return deform_sample(value_rows, map_hw, loc_t, weights)
+    # grid_sample: (H*W, N*Dh) rows -> (N, Dh, H, W); pixels -> [-1, 1]; (N, P, 2, m) read as a strided (N, P, m, 2)
+    value = value_rows.t().reshape(N, -1, h, w)
+    scale = loc_t.new_tensor([2.0 / w, 2.0 / h]).view(1, 1, 2, 1)
+    grid = (loc_t + 0.5).mul_(scale).sub_(1.0)
+    sampled = F.grid_sample(value, grid.transpose(2, 3), mode="bilinear", padding_mode="zeros", align_corners=False)
+    # (N, Dh, P, m) * (N, 1, P, m) summed over P -> (N*Dh, m) -> rows
+    return sampled.mul_(weights[:, None].to(sampled.dtype)).sum(2).reshape(-1, m).t()
+
+
+def pixel_reference(reference: Tensor, map_hw: tuple[int, int]) -> Tensor:
+    """(Q, 2) reference points in [0, 1] -> (2, Q) pixel coordinates (pixel i centred at i)."""
+    h, w = map_hw
+    return (reference * reference.new_tensor([w, h]) - 0.5).t().contiguous()
+
+
+def post_attention(layer: nn.Module, x: Tensor) -> Tensor:
+    """LN -> FFN -> LN of a post-norm layer on rows (m, C) (eval mode: no dropout)."""
+    x = F.layer_norm(x, x.shape[-1:], layer.norm1.weight, layer.norm1.bias, layer.norm1.eps)
+    ffn = layer.ffn
+    hidden = F.relu_(F.linear(x, ffn.fc1.weight, ffn.fc1.bias))
+    x = torch.addmm(x, hidden, ffn.fc2.weight.t()).add_(ffn.fc2.bias)
+    return F.layer_norm(x, x.shape[-1:], layer.norm2.weight, layer.norm2.bias, layer.norm2.eps)
+
+
+def self_attention_layer(layer: nn.Module, x: Tensor, pos: Tensor, pixel_ref: Tensor, map_hw: tuple[int, int]) -> Tensor:
+    """One :class:`SelfAttentionLayer` on a single map.
+
+    Args:
+        layer: the SelfAttentionLayer (its ``attn`` is a DeformSelfAttention).
+        x: (Q, C) voxel rows in flat order, Q = H * W of ``map_hw``.
+        pos: (Q, C) positional encoding.
+        pixel_ref: (2, Q) reference points in pixels (:func:`pixel_reference`).
+
+    Returns:
+        (Q, C).
+    """
+    attn = layer.attn
+    Q, C = x.shape
+    N, P, nq = attn.num_heads, attn.num_points, attn.num_queue
+    # the flat voxel order is the row-major map: value rows are the map's pixels
+    value = F.linear(x, attn.value_proj.weight, attn.value_proj.bias)
+    g_weight, g_bias = attn.sampling_offsets.weight, attn.sampling_offsets.bias[:, None]
+    a_weight, a_bias = attn.attention_weights.weight, attn.attention_weights.bias[:, None]
+    out = torch.empty_like(x)
+    step = chunk_size(_floats_per_query(C, N * nq * P, layer.ffn.fc1.out_features))
+    for s in range(0, Q, step):
+        e = min(s + step, Q)
+        xc = x[s:e]
+        q = torch.cat([xc, xc + pos[s:e]], 1)
+        m = e - s
+        # (N*nq*P*2, m): rows (head, queue, point, xy), the same order as the training path; the
+        # offsets are in pixels, so location = pixel reference + offset
+        # float32 from here on: under bf16 autocast only the matmuls run in bf16, and a 512-pixel
+        # coordinate keeps its sub-pixel part
+        loc_t = torch.addmm(g_bias, g_weight, q.t()).float().view(N, nq * P, 2, m)
+        loc_t.add_(pixel_ref[None, None, :, s:e])
+        logits_t = torch.addmm(a_bias, a_weight, q.t()).float().view(N, nq, P, m)
+        sampled = sample_weighted(value, map_hw, loc_t, logits_t, groups=nq)
+        rows = torch.addmm(xc, sampled.to(xc.dtype), attn.output_proj.weight.t()).add_(attn.output_proj.bias)
+        out[s:e] = post_attention(layer, rows)
+    return out
+
+
+def cross_attention_layer(
+    layer: nn.Module, x: Tensor, value_map: Tensor, pixel_ref: Tensor, visible_idx: Tensor, feature_hw: tuple[int, int]
+) -> Tensor:
+    """One :class:`CrossAttentionLayer` (DCA or ICA) with one view.
+
+    Visible queries sample the image features; the others get output_proj(0) = its bias, as in
+    the training path.
+
+    Args:
+        x: (M, C) query rows.
+        value_map: (C, Hf * Wf) image features, channel-major.
+        pixel_ref: (2, M) reference points of the queries in feature-map pixels (:func:`pixel_reference`).
+        visible_idx: (K,) int64 indices of the visible queries.
+        feature_hw: (Hf, Wf).
+
+    Returns:
+        (M, C).
+    """
+    attn = layer.attn
+    sampler = attn.deformable_attention
+    M, C = x.shape
+    N, P = sampler.num_heads, sampler.num_points
+    # (C, Hf*Wf) -> (Hf*Wf, C) value rows
+    value = torch.addmm(sampler.value_proj.bias, value_map.t(), sampler.value_proj.weight.t())
+    g_weight, g_bias = sampler.sampling_offsets.weight, sampler.sampling_offsets.bias[:, None]
+    a_weight, a_bias = sampler.attention_weights.weight, sampler.attention_weights.bias[:, None]
+    rows = x + attn.output_proj.bias
+    step = chunk_size(_floats_per_query(C, N * P, layer.ffn.fc1.out_features))
+    for s in range(0, visible_idx.numel(), step):
+        idx = visible_idx[s : s + step]
+        m = idx.numel()
+        q = x[idx]
+        loc_t = torch.addmm(g_bias, g_weight, q.t()).float().view(N, P, 2, m)
+        loc_t.add_(pixel_ref[:, idx][None, None])
+        logits_t = torch.addmm(a_bias, a_weight, q.t()).float().view(N, 1, P, m)
+        sampled = sample_weighted(value, feature_hw, loc_t, logits_t)
+        rows.index_add_(0, idx, (sampled @ attn.output_proj.weight.t()).to(rows.dtype))
+    out = torch.empty_like(x)
+    for s in range(0, M, step):
+        out[s : s + step] = post_attention(layer, rows[s : s + step])
+    return out
