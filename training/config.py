@@ -302,6 +302,21 @@ def apply_overrides(cfg: TrainConfig, overrides: list[str]) -> TrainConfig:
     return train_config_from_dict(values, source="overrides")
 
 
+def read_yaml_mapping(path: Path) -> dict:
+    """The top-level mapping of a YAML config file.
+
+    Raises:
+        ConfigError: invalid YAML, or a top level that is not a mapping.
+    """
+    try:
+        values = yaml.safe_load(Path(path).read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: invalid YAML: {exc}") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    return values
+
+
 def load_train_config(path: Path, overrides: list[str] | None = None) -> TrainConfig:
     """Read a YAML config (relative bag paths resolve against the working directory).
 
@@ -315,11 +330,5 @@ def load_train_config(path: Path, overrides: list[str] | None = None) -> TrainCo
             path = builtin.with_suffix(".yaml")
         else:
             raise ConfigError(f"config file {path} does not exist")
-    try:
-        values = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: invalid YAML: {exc}") from None
-    if not isinstance(values, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level")
-    cfg = train_config_from_dict(values, source=str(path))
+    cfg = train_config_from_dict(read_yaml_mapping(path), source=str(path))
     return apply_overrides(cfg, overrides or [])

@@ -114,17 +114,12 @@ def load_ablation_config(path: Path | None, overrides: list[str], quick: bool = 
     """
     import yaml
 
-    from training.config import ConfigError, _build
+    from training.config import ConfigError, _build, read_yaml_mapping
 
     path = Path(path) if path is not None else DEFAULT_CONFIG
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
-    try:
-        values = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: invalid YAML: {exc}") from None
-    if not isinstance(values, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level")
+    values = read_yaml_mapping(path)
     if quick:
         values.update({k: list(v) if isinstance(v, tuple) else v for k, v in QUICK.items()})
     for item in overrides:

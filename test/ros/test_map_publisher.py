@@ -3,13 +3,11 @@ installed here), map grid, map cloud and costmap in the odom frame."""
 
 from __future__ import annotations
 
-import threading
 import time
 
 import numpy as np
 import pytest
 from nav_msgs.msg import OccupancyGrid, Odometry
-from rclpy.executors import MultiThreadedExecutor
 from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy
@@ -18,6 +16,7 @@ from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from monoocc_ros.labels import IGNORE
 from monoocc_ros.msg import SemanticOccupancyGrid
 from monoocc_ros.ros.node import MonoOccNode
+from ros_spin import spinning
 
 NAME = "monoocc_map"
 H, W = 64, 192
@@ -52,25 +51,16 @@ def rig(ros_domain, tiny_checkpoint):
         "info": tester.create_publisher(CameraInfo, f"/{NAME}/input/camera_info", RELIABLE),
         "odom": tester.create_publisher(Odometry, f"/{NAME}/input/odom", RELIABLE),
     }
-    executor = MultiThreadedExecutor(num_threads=4)
-    executor.add_node(node)
-    executor.add_node(tester)
-    spinner = threading.Thread(target=executor.spin, daemon=True)
-    spinner.start()
-    assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
-    assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and not (
-        all(p.get_subscription_count() == 1 for p in pubs.values())
-        and all(p.get_subscription_count() == 1 for p in node._map._pubs.values())
-    ):
-        time.sleep(0.02)
-    yield node, pubs, out
-    executor.shutdown()
-    spinner.join(timeout=10)
-    node.trigger_deactivate()
-    node.destroy_node()
-    tester.destroy_node()
+    with spinning(node, tester, num_threads=4):
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not (
+            all(p.get_subscription_count() == 1 for p in pubs.values())
+            and all(p.get_subscription_count() == 1 for p in node._map._pubs.values())
+        ):
+            time.sleep(0.02)
+        yield node, pubs, out
 
 
 def _send(pubs, stamp_ns: int, x: float | None):

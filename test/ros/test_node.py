@@ -32,6 +32,7 @@ from monoocc_ros.ros.diagnostics import process_memory_mb
 from monoocc_ros.ros.node import NODE_NAME, MonoOccNode
 from monoocc_ros.ros.conversions import matrix_from_translation_quaternion
 from monoocc_ros.ros.params import DEFAULT_STATIC_ROTATION_XYZW
+from ros_spin import spinning
 
 ROOT = Path(__file__).resolve().parents[2]
 H, W = 64, 192
@@ -225,11 +226,7 @@ def test_compressed_input_over_best_effort_without_camera_info_is_rejected(ros_d
     node = _tiny_node("monoocc_compressed", tiny_checkpoint, config_name="", image_transport="compressed")
     tester = rclpy.create_node("compressed_tester")
     pub = tester.create_publisher(CompressedImage, "/monoocc_compressed/input/image", RELIABLE)
-    executor = MultiThreadedExecutor(num_threads=2)
-    executor.add_node(node)
-    spinner = threading.Thread(target=executor.spin, daemon=True)
-    spinner.start()
-    try:
+    with spinning(node, tester, num_threads=2):
         assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
         assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
         deadline = time.monotonic() + 20
@@ -244,12 +241,6 @@ def test_compressed_input_over_best_effort_without_camera_info_is_rejected(ros_d
         assert "no CameraInfo received yet on /monoocc_compressed/input/camera_info" in node.last_warning[
             "camera_info_missing"
         ]
-    finally:
-        executor.shutdown()
-        spinner.join(timeout=10)
-        node.trigger_deactivate()
-        node.destroy_node()
-        tester.destroy_node()
 
 
 def test_diagnostics_run_on_wall_time_with_use_sim_time_and_no_clock(ros_domain, tiny_checkpoint):
@@ -263,12 +254,7 @@ def test_diagnostics_run_on_wall_time_with_use_sim_time_and_no_clock(ros_domain,
         statuses.extend(s for s in msg.status if "monoocc_sim_time" in s.name)
 
     listener.create_subscription(DiagnosticArray, "/diagnostics", on_diagnostics, 10)
-    executor = MultiThreadedExecutor(num_threads=2)
-    executor.add_node(node)
-    executor.add_node(listener)
-    spinner = threading.Thread(target=executor.spin, daemon=True)
-    spinner.start()
-    try:
+    with spinning(node, listener, num_threads=2):
         assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
         assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
         deadline = time.monotonic() + 20
@@ -277,12 +263,6 @@ def test_diagnostics_run_on_wall_time_with_use_sim_time_and_no_clock(ros_domain,
         assert len(statuses) >= 2, "no /diagnostics while /clock is silent"
         values = {v.key: v.value for v in statuses[-1].values}
         assert values["received"] == "0" and values["device"] == "cpu" and float(values["process_memory_mb"]) > 0
-    finally:
-        executor.shutdown()
-        spinner.join(timeout=10)
-        node.trigger_deactivate()
-        node.destroy_node()
-        listener.destroy_node()
 
 
 def test_diagnostics_tick_during_deactivate_does_not_raise(ros_domain, tiny_checkpoint):

@@ -3,17 +3,16 @@ real rclpy/Fast DDS is either processed or counted as dropped, even in a burst w
 
 from __future__ import annotations
 
-import threading
 import time
 
 import numpy as np
-from rclpy.executors import MultiThreadedExecutor
 from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, Image
 
 from monoocc_ros.ros.node import NODE_NAME, MonoOccNode
+from ros_spin import spinning
 
 H, W = 64, 192
 BURST = 100
@@ -44,12 +43,7 @@ def test_burst_while_busy_every_frame_processed_or_counted(ros_domain, tiny_chec
     publisher_qos = QoSProfile(depth=BURST, reliability=ReliabilityPolicy.RELIABLE)
     image_pub = tester.create_publisher(Image, f"{base}/input/image", publisher_qos)
     info_pub = tester.create_publisher(CameraInfo, f"{base}/input/camera_info", publisher_qos)
-    executor = MultiThreadedExecutor(num_threads=4)
-    executor.add_node(node)
-    executor.add_node(tester)
-    spinner = threading.Thread(target=executor.spin, daemon=True)
-    spinner.start()
-    try:
+    with spinning(node, tester, num_threads=4):
         assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
         assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
         assert _wait(lambda: image_pub.get_subscription_count() == 1 and info_pub.get_subscription_count() == 1, 20)
@@ -83,9 +77,3 @@ def test_burst_while_busy_every_frame_processed_or_counted(ros_domain, tiny_chec
         assert stats.processed + stats.dropped == BURST, vars(stats)
         assert stats.received == BURST and stats.lost == 0, vars(stats)
         assert 1 <= stats.processed < BURST  # inference was busy: most frames were skipped, and counted
-    finally:
-        executor.shutdown()
-        spinner.join(timeout=10)
-        node.trigger_deactivate()
-        node.destroy_node()
-        tester.destroy_node()

@@ -12,7 +12,6 @@ import importlib.machinery
 import os
 import subprocess
 import sys
-import threading
 import time
 import types
 from pathlib import Path
@@ -20,7 +19,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from geometry_msgs.msg import TransformStamped
-from rclpy.executors import MultiThreadedExecutor
 from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy
@@ -32,6 +30,7 @@ from monoocc_ros.ros.conversions import matrix_from_translation_quaternion
 from monoocc_ros.ros.diagnostics import process_memory_mb
 from monoocc_ros.ros.node import MonoOccNode
 from monoocc_ros.ros.params import DEFAULT_STATIC_ROTATION_XYZW
+from ros_spin import spinning
 
 ROOT = Path(__file__).resolve().parents[2]
 PARAMS_FILE = ROOT / "config" / "monoocc.yaml"
@@ -161,13 +160,8 @@ def test_tf2_lookup_at_the_image_stamp_with_slash_frames_and_bad_stamps(ros_doma
     info_pub = tester.create_publisher(CameraInfo, "/monoocc_tf2/input/camera_info", RELIABLE)
     grids: list[SemanticOccupancyGrid] = []
     tester.create_subscription(SemanticOccupancyGrid, "/monoocc_tf2/output/occupancy", grids.append, RELIABLE)
-    executor = MultiThreadedExecutor(num_threads=3)
-    executor.add_node(node)
-    executor.add_node(tester)
-    spinner = threading.Thread(target=executor.spin, daemon=True)
-    spinner.start()
     stats = node.stats
-    try:
+    with spinning(node, tester, num_threads=3):
         assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
         assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
         assert _wait(lambda: image_pub.get_subscription_count() == 1 and info_pub.get_subscription_count() == 1)
@@ -186,12 +180,6 @@ def test_tf2_lookup_at_the_image_stamp_with_slash_frames_and_bad_stamps(ros_doma
         image_pub.publish(_image_msg(_image(), stamp_sec, frame_id="/camera_optical"))
         assert _wait(lambda: len(grids) == 1, WAIT_S), vars(stats)
         assert stats.rejected["internal_error"] == 0
-    finally:
-        executor.shutdown()
-        spinner.join(timeout=10)
-        node.trigger_deactivate()
-        node.destroy_node()
-        tester.destroy_node()
     grid = grids[0]
     assert (grid.header.stamp.sec, grid.header.frame_id) == (stamp_sec, "velodyne")
     T = matrix_from_translation_quaternion(TRANSLATION, DEFAULT_STATIC_ROTATION_XYZW)

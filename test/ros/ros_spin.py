@@ -1,0 +1,31 @@
+"""One way for node tests to spin a node and its peers on a background executor and tear them down."""
+
+from __future__ import annotations
+
+import threading
+from contextlib import contextmanager
+
+from rclpy.executors import MultiThreadedExecutor
+
+
+@contextmanager
+def spinning(node, *peers, num_threads: int = 4, deactivate: bool = True):
+    """Spin ``node`` and ``peers`` on a multi-threaded executor in a thread while the block runs.
+
+    On exit, whatever the block raised: stop the executor, deactivate ``node`` (a lifecycle node;
+    ignored where it is not active) when ``deactivate``, and destroy every node.
+    """
+    executor = MultiThreadedExecutor(num_threads=num_threads)
+    for n in (node, *peers):
+        executor.add_node(n)
+    spinner = threading.Thread(target=executor.spin, daemon=True)
+    spinner.start()
+    try:
+        yield executor
+    finally:
+        executor.shutdown()
+        spinner.join(timeout=10)
+        if deactivate:
+            node.trigger_deactivate()
+        for n in (node, *peers):
+            n.destroy_node()
