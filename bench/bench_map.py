@@ -7,9 +7,13 @@ every ``--street-frames`` frames; the seam only adds work. Each frame gets 2 % o
 replaced by random classes or empty, and confidences in [128, 255], like a network's output.
 Time is measured for ``SemanticMap.integrate`` only (wall and CPU time of this process, which
 is less disturbed by other load on a shared machine); read-outs (snapshot, costmap) are timed
-separately.
+separately. For the first ``--compare-frames`` frames a second map fuses the same frames with
+the numpy path (``use_kernel = False``), interleaved frame by frame so both see the same load:
+``numpy_update_cpu_ms`` and ``speedup_cpu_p50`` compare them, and ``states_identical`` says
+whether both maps hold bit-identical state afterwards. The numpy path's temporaries stay in the
+allocator, so take the memory figures from a run with ``--compare-frames 0``.
 
-    python bench/bench_map.py [--frames 1000] [--street-frames 100] [--quick]
+    python bench/bench_map.py [--frames 1000] [--street-frames 100] [--compare-frames 200] [--quick]
 """
 
 from __future__ import annotations
@@ -42,16 +46,19 @@ def main() -> None:
     parser.add_argument("--street-frames", type=int, default=100, help="frames before the street repeats")
     parser.add_argument("--seed", type=int, default=5)
     parser.add_argument("--noise", type=float, default=0.02, help="fraction of voxels replaced per frame")
+    parser.add_argument("--compare-frames", type=int, default=200,
+                        help="frames also fused by the numpy path, for the ratio (0: none)")
     parser.add_argument("--quick", action="store_true", help="200 frames over a 40-frame street")
     args = parser.parse_args()
     if args.quick:
-        args.frames, args.street_frames = 200, 40
+        args.frames, args.street_frames, args.compare_frames = 200, 40, 60
 
     from monoocc_ros.camera import CameraModel
     from monoocc_ros.data.scene import FRAME_PERIOD_S, SceneConfig, plan_scene
     from monoocc_ros.data.scene_voxels import rasterise_labels
     from monoocc_ros.grid import KITTI_GRID, VoxelGrid
     from monoocc_ros.labels import SEMANTIC_KITTI
+    from monoocc_ros import map_kernel
     from monoocc_ros.mapping import MapConfig, SemanticMap, frustum_mask
 
     n = args.street_frames
@@ -71,7 +78,11 @@ def main() -> None:
     confidences = [rng.integers(128, 256, KITTI_GRID.size, dtype=np.uint8) for _ in range(4)]
     heading = plan.velodyne_pose(0)[:3, 0]
     fusion = SemanticMap(MapConfig())
-    wall, cpu, updated = [], [], []
+    map_kernel.load()  # compiled once per machine (cached); not part of a frame's cost
+    reference = SemanticMap(MapConfig()) if args.compare_frames > 0 else None
+    if reference is not None:
+        reference.use_kernel = False
+    wall, cpu, updated, ref_cpu = [], [], [], []
     rss_after_100 = None
     for k in range(args.frames):
         i = k % n
@@ -84,6 +95,15 @@ def main() -> None:
         updated.append(fusion.integrate(labels, confidences[k % 4], T, k * FRAME_PERIOD_S, camera))
         cpu.append(time.process_time() - c0)
         wall.append(time.perf_counter() - w0)
+        if reference is not None and k < args.compare_frames:
+            c0 = time.process_time()
+            reference.integrate(labels, confidences[k % 4], T, k * FRAME_PERIOD_S, camera)
+            ref_cpu.append(time.process_time() - c0)
+            if k == args.compare_frames - 1:
+                identical = all(np.array_equal(a.view(np.uint8), b.view(np.uint8)) for a, b in zip(
+                    (fusion.logodds, fusion.label, fusion.votes, fusion.stamp, fusion.sat),
+                    (reference.logodds, reference.label, reference.votes, reference.stamp, reference.sat)))
+                reference = None  # free its 96 MiB before the memory figures
         if k == 99:
             rss_after_100 = _rss_mb()
     rss_end = _rss_mb()
@@ -105,6 +125,14 @@ def main() -> None:
         "update_cpu_ms": {"p50": _pct(cpu[skip:], 50), "p90": _pct(cpu[skip:], 90)},
         "first_frames_ms": [round(v * 1e3, 1) for v in wall[:skip]],
         "voxels_updated_p50": int(np.median(updated[skip:])),
+        "kernel": map_kernel.kernel_status(),
+        **({} if not ref_cpu else {
+            "compare_frames": len(ref_cpu),
+            "numpy_update_cpu_ms": {"p50": _pct(ref_cpu[skip:], 50), "p90": _pct(ref_cpu[skip:], 90)},
+            "update_cpu_ms_same_frames": {"p50": _pct(cpu[skip:len(ref_cpu)], 50)},
+            "speedup_cpu_p50": round(_pct(ref_cpu[skip:], 50) / _pct(cpu[skip:len(ref_cpu)], 50), 2),
+            "states_identical": identical,
+        }),
         "snapshot_ms": round(snapshot_ms, 1),
         "costmap_ms": round(costmap_ms, 1),
         "map_state_mb": round(fusion.nbytes / 2**20, 1),

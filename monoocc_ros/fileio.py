@@ -88,6 +88,21 @@ def write_json_atomic(path: Path, data: Any, *, indent: int = 2) -> Path:
     return write_text_atomic(path, json.dumps(data, indent=indent, allow_nan=False) + "\n")
 
 
+def write_png_atomic(path: Path, rgb) -> Path:
+    """An (H, W, 3) uint8 RGB image as a PNG, atomically.
+
+    Raises:
+        OSError: naming the file, if OpenCV cannot encode the image.
+    """
+    import cv2
+    import numpy as np
+
+    ok, png = cv2.imencode(".png", np.ascontiguousarray(rgb[:, :, ::-1]))
+    if not ok:
+        raise OSError(f"{path}: could not encode PNG")
+    return write_bytes_atomic(path, png.tobytes())
+
+
 def sha256_file(path: Path) -> str:
     """Hex sha256 of a file's bytes, read in 4 MiB blocks."""
     digest = hashlib.sha256()

@@ -41,6 +41,11 @@ Memory and speed:
   their nearest map voxel) leaves no holes and no double writes under rotation. Roll and
   pitch enter only through the per-column height offset (exact for a level pose; tilts above
   ``max_tilt_deg`` are refused). ``bench/bench_map.py`` measures the time per frame.
+* The comparison and update run in one C pass over the footprint's columns
+  (:mod:`monoocc_ros.map_kernel`, compiled on first use, bit-identical to the numpy path that is
+  kept as the fallback: ``use_kernel = False`` or no compiler); about 3-4x less CPU per frame.
+  Its scratch buffers for the decaying voxels are sized for a whole grid but only the pages
+  written (a few thousand entries per frame) are ever resident.
 
 Example:
     >>> from monoocc_ros.mapping import MapConfig, SemanticMap
@@ -56,6 +61,7 @@ from functools import lru_cache
 
 import numpy as np
 
+from monoocc_ros import map_kernel
 from monoocc_ros.camera import CameraModel, check_rigid
 from monoocc_ros.grid import KITTI_GRID, VoxelGrid
 from monoocc_ros.labels import EMPTY, IGNORE, SEMANTIC_KITTI, LabelMap
@@ -170,6 +176,11 @@ def _code_mask(camera: CameraModel, grid: VoxelGrid, occupied_in_frustum_only: b
     return _code_mask_cached(_camera_key(camera), grid, occupied_in_frustum_only)
 
 
+def _ptr(a: np.ndarray | None) -> int | None:
+    """Address of a C-contiguous array's data for ctypes (None stays NULL)."""
+    return None if a is None else a.ctypes.data
+
+
 def _camera_key(camera: CameraModel) -> bytes:
     return np.concatenate(
         [camera.K.ravel(), camera.T_cam_grid.ravel(), np.asarray(camera.image_hw, dtype=np.float64)]
@@ -248,6 +259,10 @@ class SemanticMap:
         self.time_s = 0.0  # latest stamp, relative to epoch_s
         self.frames = 0
         self.T_odom_grid: np.ndarray | None = None
+        self.use_kernel = True  # the C kernel of monoocc_ros.map_kernel where it builds; else numpy
+        # the kernel's deferred decaying voxels (at most one per grid voxel): exponents, (src, dst)
+        self._decay_buf: np.ndarray | None = None
+        self._defer_buf: np.ndarray | None = None
         names = cfg.labels.names
         tau = np.full(256, cfg.static_tau_s, dtype=np.float64)
         for name in cfg.movable_classes:
@@ -338,8 +353,9 @@ class SemanticMap:
                     view[:, :-dz] = value
         self.lo = new_lo
 
-    def _columns(self, T: np.ndarray):
-        """Map columns under the grid's footprint, each with its nearest grid column.
+    def _columns(self, T: np.ndarray, lib=None):
+        """Map columns under the grid's footprint, each with its nearest grid column (with ``lib``,
+        the map kernel, computed in C).
 
         Returns:
             ring_col: (C,) int64 ring index (x * Y + y) of map columns inside the window.
@@ -362,6 +378,16 @@ class SemanticMap:
         if np.any(hi_w <= lo_w):
             empty = np.zeros(0, dtype=np.int64)
             return empty, empty, empty
+        if lib is not None:  # the same operations below, in C (map_kernel.map_columns)
+            cap = int(np.prod(hi_w - lo_w))
+            out = [np.empty(cap, dtype=np.int64) for _ in range(3)]
+            n = lib.map_columns(
+                int(lo_w[0]), int(hi_w[0]), int(lo_w[1]), int(hi_w[1]), float(vs), float(t[0]), float(t[1]),
+                float(t[2]), float(c), float(s), float(ox), float(oy),
+                float(R[2, 2] * (g.origin_m[2] + 0.5 * vs)), float(R[2, 0]), float(R[2, 1]),
+                gx, gy, X, Y, int(self.lo[2]), *(_ptr(a) for a in out),
+            )
+            return tuple(a[:n] for a in out)
         wi = np.arange(lo_w[0], hi_w[0])
         wj = np.arange(lo_w[1], hi_w[1])
         cx = ((wi + 0.5) * vs - t[0])[:, None]
@@ -430,13 +456,50 @@ class SemanticMap:
         self.T_odom_grid = T
         self.frames += 1
         self._recentre(self._window_lo_for(T))
-        ring_col, src_col, offset = self._columns(T)
+        lib = map_kernel.load() if self.use_kernel else None
+        if confidence is not None and np.asarray(confidence).dtype != np.uint8:
+            lib = None  # the kernel reads confidence bytes
+        ring_col, src_col, offset = self._columns(T, lib)
         if len(ring_col) == 0:  # the grid lies outside the window (a window smaller than it)
             return 0
+        if lib is not None:
+            return self._fuse_kernel(lib, labels, confidence, camera, ring_col, src_col, offset, now)
         src, dst = self._candidates(labels, camera, ring_col, src_col, offset)
         if len(src) == 0:
             return 0
         return self._update(labels, confidence, src, dst, now)
+
+    def _fuse_kernel(self, lib, labels, confidence, camera, ring_col, src_col, offset, now: float) -> int:
+        """:meth:`_candidates` and :meth:`_update` in one C pass (bit-identical, see
+        :mod:`monoocc_ros.map_kernel`); numpy only exponentiates the decay factors."""
+        cfg = self.cfg
+        mask = _code_mask(camera, self.grid, cfg.occupied_in_frustum_only)
+        labels = np.ascontiguousarray(labels)
+        conf = None if confidence is None else np.ascontiguousarray(confidence)
+        if self._decay_buf is None:
+            self._decay_buf = np.empty(self.grid.num_voxels, dtype=np.float32)
+            self._defer_buf = np.empty((self.grid.num_voxels, 2), dtype=np.int64)
+        buf, defer = self._decay_buf, self._defer_buf
+        n_defer = np.zeros(1, dtype=np.int64)
+        cols = [np.ascontiguousarray(a, dtype=np.int64) for a in (ring_col, src_col, offset)]
+        ptr = _ptr
+
+        def run(mode: int) -> int:
+            return lib.map_fuse(
+                mode, ptr(labels), ptr(conf), ptr(mask), ptr(self._obs_lut), *map(ptr, cols),
+                len(cols[0]), self.grid.size[2], cfg.size[2],
+                ptr(self.logodds), ptr(self.label), ptr(self.votes), ptr(self.stamp), ptr(self.sat),
+                ptr(self._decays), ptr(self._inv_tau), ptr(self._static_code), ptr(self._weight_lut),
+                ptr(self._step_lut), float(np.float32(cfg.min_logodds)), float(np.float32(cfg.max_logodds)),
+                float(np.float32(cfg.max_votes)), float(np.float32(now)), ptr(buf), ptr(defer), ptr(n_defer),
+            )
+
+        updated = run(0)
+        k = int(n_defer[0])
+        if k:  # the voxels whose evidence decays first: numpy's exp, as the numpy path
+            np.exp(buf[:k], out=buf[:k])
+            updated += run(1)
+        return int(updated)
 
     def _observation(self, labels: np.ndarray, camera: CameraModel) -> np.ndarray:
         """(X*Y, Z) uint8 observation code of the grid: 0 = no evidence (unknown, or empty

@@ -227,7 +227,7 @@ def run_ablation(cfg: AblationConfig) -> dict[str, Any]:
     """Run (or resume) every unit and write ``results.json``, ``table.md`` and ``ablation.png``."""
     from tqdm import tqdm
 
-    from monoocc_ros.fileio import write_json_atomic
+    from monoocc_ros.fileio import write_json_atomic, write_text_atomic
     from training.train import dump_teacher
 
     out = Path(cfg.out_dir)
@@ -256,7 +256,7 @@ def run_ablation(cfg: AblationConfig) -> dict[str, Any]:
         results.append(_run_unit(train_cfg, run_dir / "result.json", meta))
     summary = summarize(cfg, [n for n, _ in rows], results, seconds=time.time() - started)
     write_json_atomic(out / "results.json", summary)
-    (out / "table.md").write_text(markdown(summary), encoding="utf-8")
+    write_text_atomic(out / "table.md", markdown(summary))
     plot(summary, out / "ablation.png")
     print(markdown(summary))
     print(f"results: {out / 'results.json'}, {out / 'table.md'}, {out / 'ablation.png'}", file=sys.stderr)
@@ -374,6 +374,8 @@ def plot(summary: dict[str, Any], path: Path) -> Path:
     matplotlib.use("Agg")
     from matplotlib.figure import Figure
 
+    from monoocc_ros.fileio import atomic_write
+
     rows = summary["rows"]
     names = [r["variant"] for r in rows]
     fig = Figure(figsize=(11, 5.2), dpi=100)
@@ -401,7 +403,8 @@ def plot(summary: dict[str, Any], path: Path) -> Path:
         fontsize=7, wrap=True,
     )
     fig.tight_layout(rect=(0, 0.06, 1, 1))
-    fig.savefig(path)
+    with atomic_write(path) as f:
+        fig.savefig(f, format="png")
     return path
 
 

@@ -25,7 +25,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from monoocc_ros.camera import CameraModel
+from monoocc_ros.fileio import write_json_atomic, write_png_atomic, write_text_atomic
 from monoocc_ros.grid import KITTI_GRID, VoxelGrid
 from monoocc_ros.labels import EMPTY, IGNORE, SEMANTIC_KITTI
 from monoocc_ros.mapping import MapConfig, SemanticMap, frustum_mask
@@ -174,7 +174,6 @@ def evaluate_map(bag: Path, predictor, out_dir: Path, cfg: MapEvalConfig = MapEv
     Raises:
         ValueError: no frame has both ground truth and a /tf pose.
     """
-    import cv2
     from tqdm import tqdm
 
     from monoocc_ros.data.bag_io import read_bag_frames
@@ -239,11 +238,10 @@ def evaluate_map(bag: Path, predictor, out_dir: Path, cfg: MapEvalConfig = MapEv
                "Prediction: each frame's view pasted over the last (no memory); fused: the map; "
                "ground truth: the per-frame voxel files in view. Light grey: seen empty; white: not seen.")
     png = out_dir / "map_topview.png"
-    if not cv2.imwrite(str(png), np.ascontiguousarray(top.image(caption)[:, :, ::-1])):
-        raise OSError(f"{png}: could not write PNG")
+    write_png_atomic(png, top.image(caption))
     report["topview"] = png.name
-    (out_dir / "map_metrics.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    (out_dir / "map_table.md").write_text(map_table(report), encoding="utf-8")
+    write_json_atomic(out_dir / "map_metrics.json", report)
+    write_text_atomic(out_dir / "map_table.md", map_table(report))
     return report
 
 

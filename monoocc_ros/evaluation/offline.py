@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from monoocc_ros import topics
-from monoocc_ros.fileio import atomic_write, sha256_file, write_bytes_atomic
+from monoocc_ros.fileio import atomic_write, sha256_file, write_png_atomic
 from monoocc_ros.calibration import CalibrationMeter
 from monoocc_ros.camera import CameraModel
 from monoocc_ros.grid import KITTI_GRID
@@ -101,16 +101,12 @@ def write_render(path: Path, image: np.ndarray, pred: np.ndarray, gt: np.ndarray
 
     ``title`` (frame id and score) heads the figure; a class colour legend ends it.
     """
-    import cv2
 
     from monoocc_ros.render import render_comparison
 
     camera = CameraModel(K=K, T_cam_grid=T_cam_grid, image_hw=tuple(image.shape[:2]))
     panel = render_comparison(image, pred, gt, camera, title=title)
-    ok, png = cv2.imencode(".png", np.ascontiguousarray(panel[:, :, ::-1]))
-    if not ok:
-        raise OSError(f"{path}: could not encode PNG")
-    return write_bytes_atomic(path, png.tobytes())
+    return write_png_atomic(path, panel)
 
 
 def bag_sequence(bag: Path) -> str | None:

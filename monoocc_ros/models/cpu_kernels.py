@@ -23,17 +23,11 @@ locations in pixel units, ``px = loc_x * W - 0.5`` (the centre of pixel i is at 
 from __future__ import annotations
 
 import ctypes
-import hashlib
-import os
-import platform
-import shutil
-import subprocess
-import tempfile
-import threading
-from pathlib import Path
 
 import torch
 from torch import Tensor
+
+from monoocc_ros.native import NativeLibrary
 
 __all__ = ["load", "usable", "deform_sample", "occupancy_head", "kernel_status"]
 
@@ -197,71 +191,17 @@ void occupancy_head(const float* x, const float* weight, const float* bias, uint
 """
 
 _FLAGS = ["-O3", "-march=native", "-mprefer-vector-width=512", "-fopenmp", "-fPIC", "-shared", "-fno-math-errno"]
-_lock = threading.Lock()
-_state: dict[str, object] = {}
-
-
-def _cache_dir() -> Path:
-    root = os.environ.get("MONOOCC_KERNEL_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "monoocc_ros", "kernels"
-    )
-    return Path(root)
-
-
-def _build() -> ctypes.CDLL | None:
-    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
-    if compiler is None:
-        _state["status"] = "no C compiler found: PyTorch operators instead of the fused CPU kernels"
-        return None
-    key = hashlib.sha256("\0".join([_SOURCE, compiler, *_FLAGS, platform.processor(), platform.machine(),
-                                     _cpu_model()]).encode()).hexdigest()[:16]
-    target = _cache_dir() / f"monoocc_kernels_{key}.so"
-    if not target.is_file():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-            src = Path(tmp) / "monoocc_kernels.c"
-            src.write_text(_SOURCE)
-            out = Path(tmp) / target.name
-            proc = subprocess.run([compiler, *_FLAGS, str(src), "-o", str(out), "-lm"], capture_output=True, text=True)
-            if proc.returncode != 0:
-                _state["status"] = f"compiling the CPU kernels failed ({proc.stderr.strip()[:200]}): using grid_sample"
-                return None
-            os.replace(out, target)  # atomic: concurrent builders each write their own copy
-    lib = ctypes.CDLL(str(target))
+def _declare(lib: ctypes.CDLL) -> None:
     i64 = ctypes.c_int64
     lib.deform_sample.argtypes = [ctypes.c_void_p] * 4 + [i64] * 6 + [ctypes.c_int]
     lib.deform_sample.restype = None
     lib.occupancy_head.argtypes = [ctypes.c_void_p] * 5 + [i64] * 5 + [ctypes.c_float, ctypes.c_int]
     lib.occupancy_head.restype = None
-    _state["status"] = f"fused C kernels {target}"
-    return lib
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name") or line.startswith("flags"):
-                return line
-    except OSError:
-        pass
-    return ""
-
-
-def load() -> ctypes.CDLL | None:
-    """The compiled kernel, built once per process (and cached on disk); None when it cannot be built.
-
-    ``MONOOCC_FUSED_KERNELS=0`` disables it.
-    """
-    with _lock:
-        if "lib" not in _state:
-            if os.environ.get("MONOOCC_FUSED_KERNELS", "1") == "0":
-                _state["lib"], _state["status"] = None, "disabled by MONOOCC_FUSED_KERNELS=0: PyTorch operators instead"
-            else:
-                try:
-                    _state["lib"] = _build()
-                except OSError as err:
-                    _state["lib"], _state["status"] = None, f"CPU kernels unavailable ({err}): PyTorch operators instead"
-        return _state["lib"]  # type: ignore[return-value]
+_LIBRARY = NativeLibrary("kernels", _SOURCE, _FLAGS, declare=_declare, fallback="PyTorch operators")
+_state = _LIBRARY.state  # tests set _state["lib"] = None to run the fallback
+load = _LIBRARY.load
 
 
 def usable(*tensors: Tensor) -> bool:
@@ -274,8 +214,7 @@ def usable(*tensors: Tensor) -> bool:
 
 def kernel_status() -> str:
     """One line saying whether the fused kernels or PyTorch operators run."""
-    load()
-    return str(_state.get("status", ""))
+    return _LIBRARY.status()
 
 
 def deform_sample(value_rows: Tensor, map_hw: tuple[int, int], loc_px: Tensor, weights: Tensor) -> Tensor:

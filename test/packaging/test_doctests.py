@@ -26,6 +26,7 @@ RUN = [
     "monoocc_ros.evaluation.report",
     "monoocc_ros.evaluation.submission",
     "monoocc_ros.grid",
+    "monoocc_ros.native",
     "monoocc_ros.labels",
     "monoocc_ros.mapping",
     "monoocc_ros.metrics",
