@@ -6,6 +6,7 @@ possible; bad inputs are rejected before inference and cost nothing.
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import subprocess
@@ -63,13 +64,20 @@ def _stamp_ns(header) -> int:
     return header.stamp.sec * 1_000_000_000 + header.stamp.nanosec
 
 
+_HARNESS_IDS = itertools.count()
+
+
 class Harness:
     """The node under test plus a tester node that feeds it and records its outputs."""
 
     def __init__(self, checkpoint: Path):
         import rclpy
 
+        # A name of its own: rcl routes a node's log records to /rosout by logger (node) name, and a
+        # same-named node of another module on this xdist worker would share, then drop, that route.
+        self.name = f"{NODE_NAME}_h{next(_HARNESS_IDS)}"
         self.node = MonoOccNode(
+            node_name=self.name,
             parameter_overrides=[
                 Parameter("checkpoint_path", value=str(checkpoint)),
                 Parameter("config_name", value="tiny"),
@@ -82,8 +90,8 @@ class Harness:
                 Parameter("markers_max_voxels", value=MARKER_CAP),
             ]
         )
-        self.tester = rclpy.create_node("monoocc_tester")
-        base = f"/{NODE_NAME}"
+        self.tester = rclpy.create_node(f"{self.name}_tester")
+        base = f"/{self.name}"
         self.image_pub = self.tester.create_publisher(Image, f"{base}/input/image", RELIABLE)
         self.info_pub = self.tester.create_publisher(CameraInfo, f"{base}/input/camera_info", RELIABLE)
         self.grids: list[SemanticOccupancyGrid] = []
