@@ -96,6 +96,19 @@ static void axis(int64_t n, int64_t o, int64_t* lo, int64_t* hi, float* w) {
   *w = (float)(src - (double)l);
 }
 
+/* acc[oz] = sum over channels c of wk[c] * u[c][oz]: one class's un-normalised logit along a z line
+   (both the argmax pass and the softmax pass of the head use it, in the same order). */
+static inline void class_dot(const float* wk, const float* u, int64_t C, int64_t ZO, float* acc) {
+  #pragma omp simd
+  for (int64_t oz = 0; oz < ZO; ++oz) acc[oz] = 0.f;
+  for (int64_t c = 0; c < C; ++c) {
+    const float wkc = wk[c];
+    const float* uc = u + c * ZO;
+    #pragma omp simd
+    for (int64_t oz = 0; oz < ZO; ++oz) acc[oz] += wkc * uc[oz];
+  }
+}
+
 /* x: (X, Y, Z, C) rows; weight: (K, C) classifier with the LayerNorm scale folded in; bias: (K);
    labels/conf: (2X, 2Y, 2Z) uint8, conf may be NULL. One output z-line (2Z voxels) at a time, with the
    voxels as the vector lanes: no reduction runs across lanes. */
@@ -149,15 +162,7 @@ void occupancy_head(const float* x, const float* weight, const float* bias, uint
       for (int64_t oz = 0; oz < ZO; ++oz) rstd[oz] = 1.f / sqrtf(acc[oz] / (float)C + eps);
       uint8_t* lab = labels + (ox * YO + oy) * ZO;
       for (int64_t k = 0; k < K; ++k) {
-        const float* wk = weight + k * C;
-        #pragma omp simd
-        for (int64_t oz = 0; oz < ZO; ++oz) acc[oz] = 0.f;
-        for (int64_t c = 0; c < C; ++c) {
-          const float wkc = wk[c];
-          const float* uc = u + c * ZO;
-          #pragma omp simd
-          for (int64_t oz = 0; oz < ZO; ++oz) acc[oz] += wkc * uc[oz];
-        }
+        class_dot(weight + k * C, u, C, ZO, acc);
         #pragma omp simd
         for (int64_t oz = 0; oz < ZO; ++oz) {
           const float l = bias[k] + rstd[oz] * acc[oz];
@@ -172,14 +177,7 @@ void occupancy_head(const float* x, const float* weight, const float* bias, uint
         float total[64];
         for (int64_t oz = 0; oz < ZO; ++oz) total[oz] = 0.f;
         for (int64_t k = 0; k < K; ++k) {
-          const float* wk = weight + k * C;
-          for (int64_t oz = 0; oz < ZO; ++oz) acc[oz] = 0.f;
-          for (int64_t c = 0; c < C; ++c) {
-            const float wkc = wk[c];
-            const float* uc = u + c * ZO;
-            #pragma omp simd
-            for (int64_t oz = 0; oz < ZO; ++oz) acc[oz] += wkc * uc[oz];
-          }
+          class_dot(weight + k * C, u, C, ZO, acc);
           for (int64_t oz = 0; oz < ZO; ++oz) total[oz] += expf(bias[k] + rstd[oz] * acc[oz] - best_v[oz]);
         }
         uint8_t* cf = conf + (ox * YO + oy) * ZO;

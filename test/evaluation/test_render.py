@@ -79,13 +79,19 @@ def test_top_view_default_camera_and_resized_render():
     np.testing.assert_array_equal(half[30, 40], full[60, 80])
 
 
-def test_comparison_puts_image_prediction_and_truth_side_by_side():
+def _car_predicted_where_a_building_is():
+    """camera, a flat grey 120x160 image, and a prediction (car) and truth (building) of one box."""
     camera = forward_camera()
     image = np.full((120, 160, 3), 7, np.uint8)
     pred = np.zeros(KITTI_GRID.size, np.uint8)
     gt = np.zeros(KITTI_GRID.size, np.uint8)
     pred[50:55, 120:136, 5:15] = CAR
     gt[50:55, 120:136, 5:15] = BUILDING
+    return camera, image, pred, gt
+
+
+def test_comparison_puts_image_prediction_and_truth_side_by_side():
+    camera, image, pred, gt = _car_predicted_where_a_building_is()
     out = render_comparison(image, pred, gt, camera, captions=False)
     assert out.shape == (120, 480, 3)
     r, c = pixel_of(camera, (10.0, 0.0, 0.0))
@@ -110,12 +116,7 @@ def test_captioned_comparison_has_title_panel_names_and_a_class_colour_legend():
     """The figure reads without the code: header (title, panel names) and a legend of every class."""
     from monoocc_ros.labels import SEMANTIC_KITTI
 
-    camera = forward_camera()
-    image = np.full((120, 160, 3), 7, np.uint8)
-    pred = np.zeros(KITTI_GRID.size, np.uint8)
-    gt = np.zeros(KITTI_GRID.size, np.uint8)
-    pred[50:55, 120:136, 5:15] = CAR
-    gt[50:55, 120:136, 5:15] = BUILDING
+    camera, image, pred, gt = _car_predicted_where_a_building_is()
     bare = render_comparison(image, pred, gt, camera, captions=False)
     fig = render_comparison(image, pred, gt, camera, title="frame 000005 | IoU 12.0 %")
     untitled = render_comparison(image, pred, gt, camera)
