@@ -4,13 +4,14 @@ inference path vs the training path's layers). Each stage is set against this ma
 measured in the same run: a matmul probe (FLOP floor) and a copy probe (memory floor).
 Prints one JSON object.
 
-Models are randomly initialised (seed 0): latency does not depend on the weights, and label
-agreement of a variant with the fp32 eager reference is measured on the same real KITTI frame
-(sequence 08 of /work/shared/data/semantickitti-real when present, else a generated image).
+Models are randomly initialised (seed 0) unless ``--checkpoint`` gives trained weights: latency does
+not depend on the weights, label agreement does (use a trained checkpoint for it). Agreement of a
+variant with the fp32 eager reference is measured on the same real KITTI frame (sequence 08 of
+/work/shared/data/semantickitti-real when present, else a generated image).
 
     python bench/bench_inference.py [--configs tiny monoocc_s] [--device auto|cpu|cuda]
         [--precisions fp32 fp16] [--image-hw 370x1226] [--repeats 10] [--warmup 2]
-        [--compile] [--cuda-graphs] [--onnx] [--quick]
+        [--compile] [--cuda-graphs] [--onnx] [--quick] [--reference-path] [--checkpoint student.pt]
 """
 
 from __future__ import annotations
@@ -117,20 +118,23 @@ def _time_predictor(predictor, frame, warmup: int, repeats: int, device, label: 
 def _pytorch_reference():
     """The training path's layers and PyTorch operators only (no fused C kernels): every matmul is
     an aten op that FlopCounterMode sees, and it is the "before" of the inference path."""
-    from monoocc_ros.models import cpu_kernels
+    from monoocc_ros.models import conv3d_kernel, cpu_kernels, fused_layers
     from monoocc_ros.models.voxel_transformer import OccupancyBlock
 
-    saved = cpu_kernels._state.get("lib", "unset")
-    cpu_kernels._state["lib"] = None
+    states = [cpu_kernels._state, fused_layers._state, conv3d_kernel._state]
+    saved = [state.get("lib", "unset") for state in states]
+    for state in states:
+        state["lib"] = None
     OccupancyBlock.fast_inference = False
     try:
         yield
     finally:
         OccupancyBlock.fast_inference = True
-        if saved == "unset":
-            cpu_kernels._state.pop("lib", None)
-        else:
-            cpu_kernels._state["lib"] = saved
+        for state, lib in zip(states, saved):
+            if lib == "unset":
+                state.pop("lib", None)
+            else:
+                state["lib"] = lib
 
 
 def _probes() -> dict:
@@ -258,7 +262,13 @@ def bench_config(name: str, args, device, frame) -> dict:
     from monoocc_ros.predictor import Predictor
 
     torch.manual_seed(0)
-    model = MonoOccStudent(get_model_config(name)).eval().requires_grad_(False)
+    if args.checkpoint:  # trained weights: label agreement on a real model's decision margins
+        from monoocc_ros.models.checkpoint import build_model_from_checkpoint, load_checkpoint
+
+        model, _ = build_model_from_checkpoint(load_checkpoint(args.checkpoint))
+        model = model.eval().requires_grad_(False)
+    else:
+        model = MonoOccStudent(get_model_config(name)).eval().requires_grad_(False)
     # (FlopCounterMode's module hooks trip over modules returning a trainable parameter as is)
     flops = _count_flops(model, frame, torch.device("cpu"))
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
@@ -335,17 +345,18 @@ def bench_config(name: str, args, device, frame) -> dict:
         compare("eager_vs_cuda_graphs", "eager_fp16", "cuda_graphs_fp16")
 
     if args.onnx:
-        from monoocc_ros.export import OnnxPredictor, export_onnx
+        # through the node's backends (monoocc_ros.inference), artefacts cached beside a temporary checkpoint
+        from monoocc_ros.inference import build_backend, export_backend
+        from monoocc_ros.models.checkpoint import make_payload, save_checkpoint
 
         with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / f"{name}.onnx"
+            ckpt = save_checkpoint(Path(tmp) / f"{name}.pt", make_payload(model, name))
             start = time.perf_counter()
-            export_onnx(model, path, image_hw=frame[0].shape[:2], config_name=name)
+            export_backend("onnxruntime", model, checkpoint_path=ckpt, image_hw=frame[0].shape[:2], config_name=name)
             export_s = time.perf_counter() - start
-            providers = ("CPUExecutionProvider",)
-            if device.type == "cuda":
-                providers = ("CUDAExecutionProvider", *providers)
-            add_run("onnxruntime", OnnxPredictor(path, providers=providers))["export_s"] = round(export_s, 1)
+            predictor = build_backend("onnxruntime", model, checkpoint_path=ckpt, image_hw=frame[0].shape[:2],
+                                      device=str(device))
+            add_run("onnxruntime", predictor)["export_s"] = round(export_s, 1)
         compare("eager_vs_onnxruntime", "eager_fp32", "onnxruntime")
 
     if device.type == "cuda":
@@ -377,6 +388,8 @@ def main() -> None:
     parser.add_argument("--cuda-graphs", action="store_true", help="also measure CUDA graphs (CUDA only)")
     parser.add_argument("--onnx", action="store_true", help="also export and measure onnxruntime")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
+    parser.add_argument("--checkpoint", default=None,
+                        help="trained checkpoint to measure (one --configs name, used as its label)")
     parser.add_argument("--reference-path", action="store_true",
                         help="also time the training path's layers with PyTorch operators (the eager 'before')")
     parser.add_argument("--quick", action="store_true",

@@ -58,7 +58,7 @@ def main() -> None:
     from monoocc_ros.data.scene_voxels import rasterise_labels
     from monoocc_ros.grid import KITTI_GRID, VoxelGrid
     from monoocc_ros.labels import SEMANTIC_KITTI
-    from monoocc_ros import map_kernel
+    from monoocc_ros.mapping import kernel as map_kernel
     from monoocc_ros.mapping import MapConfig, SemanticMap, frustum_mask
 
     n = args.street_frames

@@ -34,14 +34,9 @@ def _grid(num_voxels: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 def fast_frame(pubs, labels, confidence, stamp) -> None:
     from monoocc_ros.grid import KITTI_GRID
     from monoocc_ros.labels import SEMANTIC_KITTI
-    from monoocc_ros.ros.cdr import serialize_marker_array
-    from monoocc_ros.ros.conversions import (
-        class_cubes,
-        cloud_to_msg,
-        grid_to_msg,
-        occupied_voxels,
-        stamp_to_ns,
-    )
+    from monoocc_ros.msgs.cloud import occupied_voxels
+    from monoocc_ros.msgs.markers import class_cubes, serialize_marker_array
+    from monoocc_ros.ros.conversions import cloud_to_msg, grid_to_msg, stamp_to_ns
 
     pubs["grid"].publish(grid_to_msg(labels, confidence, KITTI_GRID, SEMANTIC_KITTI, stamp, "velodyne"))
     points = occupied_voxels(labels, confidence, KITTI_GRID, SEMANTIC_KITTI)

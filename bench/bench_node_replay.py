@@ -5,7 +5,8 @@ random weights (latency does not depend on the weights), the bag is replayed int
 DDS at its recorded rate, and the live evaluator measures what came out: achieved rate,
 dropped and missed frames, end-to-end latency percentiles. Prints one JSON object.
 
-    python bench/bench_node_replay.py [--config tiny] [--frames 30] [--image-hw 185 613] [--device cpu]
+    python bench/bench_node_replay.py [--config tiny] [--frames 30] [--image-hw 185 613] [--device cpu] \
+        [--backend eager|onnxruntime|aotinductor] [--precision fp32|bf16]
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from monoocc_ros.data.converter import convert_sequence
 from monoocc_ros.data.kitti import read_calib
 from monoocc_ros.data.scene import SceneConfig, generate_sequence
 from monoocc_ros.evaluation.live import LiveConfig
+from monoocc_ros.inference import BACKENDS, export_backend
 from monoocc_ros.ros.live_eval import run_live
 from monoocc_ros.models.checkpoint import make_payload, save_checkpoint
 from monoocc_ros.models.config import get_model_config
@@ -42,6 +44,8 @@ def main() -> int:
     parser.add_argument("--image-hw", type=int, nargs=2, default=(185, 613), metavar=("H", "W"))
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "bf16"))
+    parser.add_argument("--backend", default="eager", choices=BACKENDS,
+                        help="the node's backend parameter (aotinductor: compiled here first, minutes)")
     parser.add_argument("--quick", action="store_true", help="10 frames")
     args = parser.parse_args()
     frames = 10 if args.quick else args.frames
@@ -56,7 +60,11 @@ def main() -> int:
         convert_sequence(tmp / "kitti", "00", bag, progress=False)
         torch.manual_seed(0)
         ckpt = tmp / "model.pt"
-        save_checkpoint(ckpt, make_payload(MonoOccStudent(get_model_config(args.config)), args.config))
+        model = MonoOccStudent(get_model_config(args.config)).eval()
+        save_checkpoint(ckpt, make_payload(model, args.config))
+        if args.backend == "aotinductor":  # the node never compiles at start-up: `monoocc export` does
+            export_backend("aotinductor", model, checkpoint_path=ckpt, image_hw=tuple(args.image_hw),
+                           precision=args.precision, config_name=args.config)
         calib = read_calib(seq_dir / "calib.txt")
         _, T_cam_grid = kitti_camera_from_calib(calib["P2"], calib["Tr"])
 
@@ -66,7 +74,7 @@ def main() -> int:
                 sys.executable, "-m", "monoocc_ros.ros.node", "--ros-args",
                 "--params-file", str(REPO / "config" / "monoocc.yaml"),
                 "-p", f"checkpoint_path:={ckpt}", "-p", f"config_name:={args.config}",
-                "-p", f"device:={args.device}", "-p", f"precision:={args.precision}",
+                "-p", f"device:={args.device}", "-p", f"precision:={args.precision}", "-p", f"backend:={args.backend}",
                 "-p", "input_qos:=reliable",
                 "-p", f"warmup_image_size:=[{args.image_hw[0]}, {args.image_hw[1]}]",
                 "-p", "static_T_cam_grid.matrix:=[" + ", ".join(repr(float(v)) for v in T_cam_grid.ravel()) + "]",
@@ -93,6 +101,7 @@ def main() -> int:
         "config": args.config,
         "device": args.device,
         "precision": args.precision,
+        "backend": args.backend,
         "machine": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(),
         "image_hw": list(args.image_hw),

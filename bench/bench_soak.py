@@ -58,6 +58,8 @@ def main() -> None:
     parser.add_argument("--rate-hz", type=float, default=10.0)
     parser.add_argument("--image-hw", default="185x613")
     parser.add_argument("--checkpoint", type=Path, default=None)
+    parser.add_argument("--backend", default="eager", help="the node's backend parameter (artefacts as the node finds them)")
+    parser.add_argument("--precision", default="fp32", help="the node's precision parameter")
     parser.add_argument("--rss-every-s", type=float, default=10.0)
     parser.add_argument("--quick", action="store_true", help="30 s instead of the full soak (checks that it works)")
     args = parser.parse_args()
@@ -82,7 +84,8 @@ def main() -> None:
             [sys.executable, "-m", "monoocc_ros.ros.node", "--ros-args",
              "--params-file", str(ROOT / "config" / "monoocc.yaml"),
              "-p", f"checkpoint_path:={checkpoint}", "-p", "device:=cpu",
-             "-p", "precision:=fp32", "-p", f"warmup_image_size:=[{h}, {w}]",
+             "-p", f"precision:={args.precision}", "-p", f"backend:={args.backend}",
+             "-p", f"warmup_image_size:=[{h}, {w}]",
              "-p", f"static_T_cam_grid.matrix:={matrix}", "-r", "__node:=monoocc_soak_node",
              "-r", "~/input/image:=/soak/image", "-r", "~/input/camera_info:=/soak/camera_info"],
             cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
@@ -160,6 +163,8 @@ def main() -> None:
         "image_hw": [h, w],
         "frame": source,
         "checkpoint": str(args.checkpoint) if args.checkpoint else "random tiny_per_voxel",
+        "backend": args.backend,
+        "precision": args.precision,
         "sent": sent,
         **counts,
         "all_accounted": counts["processed"] + counts["dropped"] + counts["rejected"] + counts["tf_failures"] == sent,

@@ -29,12 +29,13 @@ PY
 # fp16/bf16 autocast, channels-last, torch.compile, CUDA graphs, ONNX Runtime (CUDA provider)
 run inference python bench/bench_inference.py --configs tiny monoocc_s --device cuda \
   --precisions fp32 fp16 bf16 --compile --cuda-graphs --onnx --warmup 3 --repeats 20
-# TensorRT engine built ahead of time from the ONNX export, then timed through its predictor
+# TensorRT engines of the dense stages built ahead of time (the node's backend), then timed through it
 run tensorrt python - <<'PY'
 import json, tempfile, time
 from pathlib import Path
 import numpy as np, torch
-from monoocc_ros.export import TensorRTPredictor, build_tensorrt_engine, export_onnx
+from monoocc_ros.inference import build_backend, export_backend
+from monoocc_ros.models.checkpoint import make_payload, save_checkpoint
 from monoocc_ros.models.config import get_model_config
 from monoocc_ros.models.monoocc import MonoOccStudent
 from monoocc_ros.predictor import Predictor, warmup_camera
@@ -44,9 +45,9 @@ hw = (370, 1226)
 K, T = warmup_camera(hw)
 image = (np.random.default_rng(0).random((*hw, 3)) * 255).astype(np.uint8)
 with tempfile.TemporaryDirectory() as tmp:
-    onnx = export_onnx(model, Path(tmp) / "s.onnx", image_hw=hw, config_name="monoocc_s")
-    engine = build_tensorrt_engine(onnx, Path(tmp) / "s.engine", fp16=True)
-    trt = TensorRTPredictor(engine)
+    ckpt = save_checkpoint(Path(tmp) / "s.pt", make_payload(model, "monoocc_s"))
+    export_backend("tensorrt", model, checkpoint_path=ckpt, image_hw=hw, precision="fp16", config_name="monoocc_s")
+    trt = build_backend("tensorrt", model, checkpoint_path=ckpt, image_hw=hw, device="cuda", precision="fp16")
     trt.warmup(iterations=3)
     times = []
     for _ in range(20):

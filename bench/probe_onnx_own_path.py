@@ -1,4 +1,7 @@
-"""Why the ONNX graph is not traced from the model's own inference path (``MonoOccStudent.predict``).
+"""Why the ahead-of-time backends compile only the dense stages, not the model's whole inference path.
+
+(The backends in :mod:`monoocc_ros.inference.stages` compile the trunk and the proposal network and
+run the rest on the model's own path; this probe shows what a whole-path trace would give instead.)
 
 Traces a thin wrapper ``(image, K, T) -> model.predict(...)`` of an untrained ``tiny`` student with
 the TorchScript ONNX exporter (the fused C kernels fall back to torch ops inside a trace), then

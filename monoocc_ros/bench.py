@@ -1,4 +1,4 @@
-"""``monoocc bench``: run every ``bench/bench_*.py`` in a fresh subprocess, collect their JSON.
+"""``monoocc bench`` (parser: :mod:`monoocc_ros.cli.bench`): run every ``bench/bench_*.py`` in a fresh subprocess, collect their JSON.
 
 Each script prints one JSON object on stdout (on one line or indented; logs may come before
 it). A fresh interpreter per script keeps one benchmark's allocator state, compiled kernels and
@@ -24,7 +24,7 @@ from pathlib import Path
 
 from monoocc_ros.fileio import write_text_atomic
 
-__all__ = ["BenchResult", "find_scripts", "run_script", "run_benches", "markdown_table", "register"]
+__all__ = ["BenchResult", "find_scripts", "run_script", "run_benches", "markdown_table", "run_command"]
 
 BENCH_DIR = Path(__file__).resolve().parent.parent / "bench"
 
@@ -209,7 +209,8 @@ def markdown_table(document: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _run_bench(args) -> int:
+def run_command(args) -> int:
+    """The handler of ``monoocc bench`` (parser: :mod:`monoocc_ros.cli.bench`); 1 when a script failed."""
     try:
         document = run_benches(args.only, quick=args.quick, bench_dir=args.bench_dir, timeout_s=args.timeout_s)
     except (FileNotFoundError, ValueError) as exc:
@@ -225,20 +226,3 @@ def _run_bench(args) -> int:
         print(json.dumps(document))
     failed = [name for name, b in document["benches"].items() if b["error"] is not None]
     return 1 if failed else 0
-
-
-def register(subparsers) -> None:
-    """Add ``monoocc bench``."""
-    p = subparsers.add_parser(
-        "bench",
-        help="run the benchmarks in bench/ and print a JSON document and a Markdown table",
-        description="Run bench/bench_*.py, each in a fresh subprocess, and collect their JSON.",
-    )
-    p.add_argument("--only", action="append", metavar="NAME",
-                   help="run only bench_NAME.py (repeatable), e.g. --only inference")
-    p.add_argument("--quick", action="store_true", help="CI-size runs (passed to scripts that support it)")
-    p.add_argument("--json-out", type=Path, default=None, help="write the JSON document here")
-    p.add_argument("--markdown-out", type=Path, default=None, help="write the Markdown table here")
-    p.add_argument("--bench-dir", type=Path, default=BENCH_DIR, help=f"folder of bench scripts (default {BENCH_DIR})")
-    p.add_argument("--timeout-s", type=float, default=None, help="per-script time limit")
-    p.set_defaults(func=_run_bench)

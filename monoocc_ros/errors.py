@@ -2,7 +2,7 @@
 
 Error classes that describe such a mistake (``CheckpointError``, ``BagReadError``,
 ``KittiFormatError``, ``ConfigError`` ...) also derive from :class:`UserError`, with a message
-that names the file, topic or parameter. ``monoocc`` (``monoocc_ros/cli.py``) prints those, and
+that names the file, topic or parameter. ``monoocc`` (:func:`monoocc_ros.cli.main`) prints those, and
 ``OSError`` s, as one line and exits 2 instead of showing a traceback, whatever subcommand raised
 them; bugs (every other exception) keep their traceback. No imports here: the CLI loads this
 module before any heavy one.

@@ -4,6 +4,10 @@ The SemanticKITTI scene-completion grid is 256x256x32 voxels of 0.2 m covering
 x in [0, 51.2), y in [-25.6, 25.6), z in [-2, 4.4) metres of the LiDAR (velodyne) frame
 (x forward, y left, z up). Flat index (x * size_y + y) * size_z + z, as in the dataset files.
 
+A model's grid is part of its config (``ModelConfig.grid``, a :class:`VoxelGrid`); :data:`KITTI_GRID`
+and :data:`KITTI_GRID_HALF` are the SemanticKITTI default instances for code that is SemanticKITTI
+by nature (dataset files, the official submission format) or has no model config at hand.
+
 Example:
     >>> from monoocc_ros.grid import KITTI_GRID
     >>> KITTI_GRID.num_voxels, KITTI_GRID.half().size
@@ -34,6 +38,12 @@ class VoxelGrid:
     size: tuple[int, int, int] = (256, 256, 32)
     voxel_size_m: float = 0.2
     origin_m: tuple[float, float, float] = (0.0, -25.6, -2.0)
+
+    def __post_init__(self):
+        if len(self.size) != 3 or any(int(n) != n or n < 1 for n in self.size):
+            raise ValueError(f"grid.size must be three positive voxel counts, got {self.size}")
+        if not self.voxel_size_m > 0 or len(self.origin_m) != 3:
+            raise ValueError(f"grid needs voxel_size_m > 0 and a 3D origin_m, got {self.voxel_size_m}, {self.origin_m}")
 
     @property
     def num_voxels(self) -> int:

@@ -1,15 +1,23 @@
-"""SemanticKITTI label map: class names, colours, raw <-> train id mapping.
+"""Label sets: class names, colours, raw <-> train id mapping (SemanticKITTI by default).
 
-The single place where label semantics live. Everything reads :data:`SEMANTIC_KITTI`.
+The single place where label semantics live. A label set is a YAML file in the format of
+``semantic_kitti.yaml``, loaded by name or path with :func:`load_label_set`; a model names its
+label set in ``ModelConfig.labels``. :data:`SEMANTIC_KITTI` is the default instance for code that
+is SemanticKITTI by nature (the KITTI data layer, the official submission format) or has no model
+config at hand. Train id 0 (:data:`EMPTY`) is free space and 255 (:data:`IGNORE`) unknown in every
+label set.
 
 Example:
     >>> from monoocc_ros.labels import SEMANTIC_KITTI as L
     >>> L.num_classes, L.names[9]
     (20, 'road')
+    >>> load_label_set("semantic_kitti") is load_label_set("semantic_kitti")
+    True
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -17,7 +25,9 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-__all__ = ["EMPTY", "IGNORE", "LabelMap", "SEMANTIC_KITTI", "load_label_map"]
+from monoocc_ros.config_io import ConfigError
+
+__all__ = ["EMPTY", "IGNORE", "LabelMap", "SEMANTIC_KITTI", "LABEL_SETS", "load_label_map", "load_label_set"]
 
 EMPTY = 0
 """Train id of free space."""
@@ -120,22 +130,68 @@ class LabelMap:
 
 
 def load_label_map(path: Path = LABEL_CONFIG_PATH) -> LabelMap:
-    """Read a label configuration file in the project's format (see semantic_kitti.yaml)."""
-    with open(path, encoding="utf-8") as f:
-        cfg = yaml.safe_load(f)
-    names = tuple(cfg["classes"])
+    """Read a label configuration file in the project's format (see semantic_kitti.yaml).
+
+    ``classes``, ``colors_rgb`` and ``voxel_frequencies`` are required; ``learning_map`` and
+    ``learning_map_inv`` default to the identity (raw id = train id) and ``paper_table_order`` to
+    1..N-1.
+
+    Raises:
+        ConfigError: unreadable file, missing key or entries that do not fit the class list.
+    """
+    try:
+        with open(path, encoding="utf-8") as f:
+            cfg = yaml.safe_load(f)
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"label set {path}: {exc}") from None
+    if not isinstance(cfg, dict):
+        raise ConfigError(f"label set {path}: expected a mapping at the top level")
+    missing = [k for k in ("classes", "colors_rgb", "voxel_frequencies") if k not in cfg]
+    if missing:
+        raise ConfigError(f"label set {path}: missing key(s) {missing}")
+    names = tuple(str(c) for c in cfg["classes"])
+    if not 2 <= len(names) < IGNORE:
+        raise ConfigError(f"label set {path}: needs 2..{IGNORE - 1} classes (empty first), got {len(names)}")
     colors = np.asarray(cfg["colors_rgb"], dtype=np.uint8)
     freqs = np.asarray(cfg["voxel_frequencies"], dtype=np.float64)
     if colors.shape != (len(names), 3) or freqs.shape != (len(names),):
-        raise ValueError(f"{path}: colors_rgb and voxel_frequencies need one entry per class")
+        raise ConfigError(f"{path}: colors_rgb and voxel_frequencies need one entry per class")
+    identity = {i: i for i in range(len(names))}
     return LabelMap(
         names=names,
         colors_rgb=colors,
-        learning_map={int(k): int(v) for k, v in cfg["learning_map"].items()},
-        learning_map_inv={int(k): int(v) for k, v in cfg["learning_map_inv"].items()},
+        learning_map={int(k): int(v) for k, v in cfg.get("learning_map", identity).items()},
+        learning_map_inv={int(k): int(v) for k, v in cfg.get("learning_map_inv", identity).items()},
         voxel_frequencies=freqs,
-        paper_table_order=tuple(int(c) for c in cfg["paper_table_order"]),
+        paper_table_order=tuple(int(c) for c in cfg.get("paper_table_order", range(1, len(names)))),
     )
+
+
+LABEL_SETS = {"semantic_kitti": LABEL_CONFIG_PATH}
+"""Label sets known by name; any other label set is given by the path of its YAML file."""
+
+
+def load_label_set(name_or_path: str) -> LabelMap:
+    """The label set called ``name_or_path`` in :data:`LABEL_SETS`, else the YAML file at that path.
+
+    Files are read once per content version (path, modification time, size).
+
+    Raises:
+        ConfigError: neither a known name nor an existing file, or an invalid file.
+    """
+    if name_or_path in LABEL_SETS:
+        path = LABEL_SETS[name_or_path]
+        return SEMANTIC_KITTI if path == LABEL_CONFIG_PATH else _load_cached(str(path), 0, 0)
+    path = Path(name_or_path)
+    if not path.is_file():
+        raise ConfigError(f"labels: {name_or_path!r} is neither a known label set {sorted(LABEL_SETS)} nor a file")
+    stat = path.stat()
+    return _load_cached(str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=16)
+def _load_cached(path: str, mtime_ns: int, size: int) -> LabelMap:
+    return load_label_map(Path(path))
 
 
 SEMANTIC_KITTI = load_label_map()

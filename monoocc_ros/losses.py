@@ -1,7 +1,8 @@
 """MonoOcc training losses (spec §2, §5.1) plus the monocular proposal stage's losses.
 
 Terms (each returned by name, plus "loss" = weighted sum of those that apply):
-    loss_ce_3d     class-weighted CE over the 256x256x32 grid, plain mean over valid voxels
+    loss_ce_3d     class-weighted CE over the output grid (256x256x32 for SemanticKITTI; weights from the
+                   model's label set), plain mean over valid voxels
     loss_sem_scal  MonoScene semantic scene-class affinity loss
     loss_geo_scal  MonoScene geometric scene-class affinity loss
     loss_sem_2d    2D semantic CE on the stride-4 decoder output (labels resized nearest)
@@ -23,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from monoocc_ros.labels import EMPTY, IGNORE, SEMANTIC_KITTI
+from monoocc_ros.labels import EMPTY, IGNORE, SEMANTIC_KITTI, LabelMap
 from monoocc_ros.models.config import ProposalConfig
 from monoocc_ros.models.proposals import depth_bin_edges
 
@@ -166,13 +167,19 @@ class MonoOccLoss(nn.Module):
 
     ``forward(outputs, batch)``: outputs of :class:`MonoOccStudent` (training mode), batch a
     BagDataset batch ("labels", "labels_half", "sem2d", "depth").
+
+    Args:
+        cfg: loss weights. proposal: the model's proposal settings.
+        labels: the label set, whose voxel frequencies give the 3D CE class weights.
     """
 
-    def __init__(self, cfg: LossConfig = LossConfig(), proposal: ProposalConfig = ProposalConfig()):
+    def __init__(
+        self, cfg: LossConfig = LossConfig(), proposal: ProposalConfig = ProposalConfig(), labels: LabelMap = SEMANTIC_KITTI
+    ):
         super().__init__()
         self.cfg = cfg
         self.depth_range_m = (proposal.depth_min_m, proposal.depth_max_m)
-        self.register_buffer("class_weights", torch.from_numpy(SEMANTIC_KITTI.class_weights()), persistent=False)
+        self.register_buffer("class_weights", torch.from_numpy(labels.class_weights()), persistent=False)
         self.register_buffer("proposal_weights", torch.tensor(proposal.class_weights), persistent=False)
 
     def forward(self, outputs: dict[str, Tensor], batch: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -205,5 +212,5 @@ class MonoOccLoss(nn.Module):
 
     @classmethod
     def for_model(cls, model: nn.Module, cfg: LossConfig = LossConfig()) -> MonoOccLoss:
-        """Loss matching a model's proposal settings (depth range, proposal class weights)."""
-        return cls(cfg, model.cfg.proposal)
+        """Loss matching a model's proposal settings (depth range, proposal class weights) and label set."""
+        return cls(cfg, model.cfg.proposal, model.cfg.label_set())

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from monoocc_ros.labels import IGNORE, SEMANTIC_KITTI
+from monoocc_ros.labels import IGNORE, SEMANTIC_KITTI, LabelMap
 
 __all__ = ["SSCMetrics", "SSCScores"]
 
@@ -47,7 +47,13 @@ class SSCScores:
     recall: float
 
     def to_dict(self, class_names: tuple[str, ...] = SEMANTIC_KITTI.names) -> dict[str, float]:
-        """The official ``scores.txt`` keys plus precision and recall."""
+        """The official ``scores.txt`` keys plus precision and recall.
+
+        Args:
+            class_names: the label set's names (``LabelMap.names``), one per entry of ``iou``.
+        """
+        if len(class_names) < len(self.iou):
+            raise ValueError(f"{len(self.iou)} IoUs but {len(class_names)} class names: pass the label set's names")
         out = {
             "iou_completion": self.completion_iou,
             "iou_mean": self.miou,
@@ -77,6 +83,11 @@ class SSCMetrics:
             raise ValueError(f"num_classes must be >= 2, got {num_classes}")
         self.num_classes = num_classes
         self.confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
+
+    @classmethod
+    def for_labels(cls, labels: LabelMap) -> SSCMetrics:
+        """Metrics over a label set's classes (``ModelConfig.label_set()``)."""
+        return cls(labels.num_classes)
 
     def reset(self) -> None:
         self.confusion[:] = 0

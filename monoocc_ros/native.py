@@ -1,7 +1,7 @@
 """Small C libraries compiled on first use with the system compiler, cached per user, loaded with ctypes.
 
 One place for what the fused inference kernels (:mod:`monoocc_ros.models.cpu_kernels`) and the map
-kernel (:mod:`monoocc_ros.map_kernel`) share: where the shared objects live, the cache key (source,
+kernel (:mod:`monoocc_ros.mapping.kernel`) share: where the shared objects live, the cache key (source,
 compiler, flags and the CPU, since they are built with ``-march=native``), an atomic build that
 concurrent processes can race, the ``MONOOCC_FUSED_KERNELS=0`` switch, and a one-line status saying
 what runs instead when a library cannot be had. No torch import: the map runs without it.

@@ -20,7 +20,6 @@ import numpy as np
 import torch
 
 from monoocc_ros.camera import check_intrinsics, check_rigid
-from monoocc_ros.grid import KITTI_GRID_HALF
 from monoocc_ros.models.monoocc import MonoOccStudent
 
 __all__ = ["Prediction", "Predictor", "PRECISIONS"]
@@ -169,7 +168,7 @@ class Predictor:
         if self._require_model().cfg.proposal.mode == "external":
             # dummy frames of an external-proposal model query every voxel (the slowest case)
             K, T = warmup_camera(image_hw)
-            every = np.ones(KITTI_GRID_HALF.size, dtype=bool)
+            every = np.ones(self._require_model().cfg.coarse_grid.size, dtype=bool)
             for _ in range(iterations):
                 self.predict(np.zeros((*image_hw, 3), dtype=np.uint8), K, T, proposals=every)
             return
@@ -199,8 +198,9 @@ def _proposal_tensor(model: MonoOccStudent, proposals: np.ndarray | None, device
     if mode != "external":
         raise ValueError(f'proposals given, but the checkpoint makes its own (proposal mode "{mode}")')
     proposals = np.asarray(proposals)
-    if proposals.shape != KITTI_GRID_HALF.size:
-        raise ValueError(f"proposals must be {KITTI_GRID_HALF.size} (128x128x16 voxels), got {proposals.shape}")
+    size = model.cfg.coarse_grid.size
+    if proposals.shape != size:
+        raise ValueError(f"proposals must be {size} (the model's coarse grid, 128x128x16 for KITTI), got {proposals.shape}")
     return torch.from_numpy(np.ascontiguousarray(proposals, dtype=bool)).to(device)[None]
 
 

@@ -8,12 +8,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from training.commands import register
+from monoocc_ros.cli.train import register_train
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training")
-    register(parser.add_subparsers(dest="command", metavar="COMMAND", required=True))
+    register_train(parser.add_subparsers(dest="command", metavar="COMMAND", required=True))
     args = parser.parse_args(argv)
     return int(args.func(args) or 0)
 

@@ -87,17 +87,18 @@ def calibrate_checkpoint(
     """Fit the temperature of the student checkpoint ``path`` on ``val_bags`` and store it there (atomically).
 
     Raises:
-        training.train.TrainingError: missing or unreadable bags, a teacher checkpoint.
+        training.errors.TrainingError: missing or unreadable bags, a teacher checkpoint.
     """
     from monoocc_ros.models.checkpoint import build_model_from_checkpoint, load_checkpoint, save_checkpoint
-    from training.train import TrainingError, _open_dataset
+    from training.data import open_dataset
+    from training.errors import TrainingError
 
     path = Path(path)
     ckpt = load_checkpoint(path)
     if (ckpt.get("meta") or {}).get("role") == "teacher":
         raise TrainingError(f"{path} is a teacher checkpoint; only students publish confidence")
     model, _ = build_model_from_checkpoint(ckpt)
-    dataset = _open_dataset(tuple(val_bags), "val_bags", (), max_frames, image_scale, queries)
+    dataset = open_dataset(tuple(val_bags), "val_bags", (), max_frames, image_scale, queries)
     record = calibrate(model, dataset, device=device, progress=progress)
     record.update(bags=[str(b) for b in val_bags], image_scale=image_scale)
     ckpt["calibration"] = record

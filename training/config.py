@@ -1,7 +1,8 @@
 """Typed training configuration, YAML loading and ``--set`` overrides.
 
-A run is described by one frozen :class:`TrainConfig`. YAML files mirror its nesting;
-unknown keys are rejected with the file and the dotted key in the message. Overrides
+A run is described by one frozen :class:`TrainConfig`. YAML files mirror its nesting and are read
+by the project's one typed loader (:mod:`monoocc_ros.config_io`): unknown keys are rejected with
+the file, the dotted key and the closest allowed name in the message. Overrides
 (``data.image_scale=0.25``) are parsed by the type of the field they set, never evaluated.
 
 Example:
@@ -13,14 +14,14 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-import yaml
-
-from monoocc_ros.errors import UserError
+# the project's one typed loader (monoocc_ros.config_io); ConfigError is re-exported from here
+from monoocc_ros.config_io import ConfigError, from_mapping, read_yaml_mapping
+from monoocc_ros.config_io import apply_overrides as _apply_overrides
+from monoocc_ros.models.config import TrunkConfig
 
 __all__ = [
     "DataConfig",
@@ -41,10 +42,6 @@ Role = Literal["teacher", "student"]
 Precision = Literal["fp32", "bf16", "fp16"]
 DistillMode = Literal["off", "released_kl", "mse", "cosine", "softmax_kl"]
 TeacherSource = Literal["online", "cached"]
-
-
-class ConfigError(UserError, ValueError):
-    """A configuration file or override is invalid; the message names the file and key."""
 
 
 @dataclass(frozen=True)
@@ -136,6 +133,10 @@ class TeacherConfig:
     cvt_splits: int = 2
     cvt_ffn_expansion: int = 4
 
+    def trunk(self, student: TrunkConfig) -> TrunkConfig:
+        """The teacher's image trunk: the student trunk's width and cut at ``backbone_depth``."""
+        return dataclasses.replace(student, depth=self.backbone_depth)
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -144,6 +145,8 @@ class TrainConfig:
     Attributes:
         role: ``teacher`` (privileged multi-frame branch) or ``student``.
         model: model config name (``tiny``, ``monoocc_s``).
+        model_overrides: dotted overrides of that model config, e.g. ``grid.voxel_size_m=0.4``,
+            ``labels=path/to/labels.yaml``, ``head.num_classes=5`` (another grid or label set).
         student_backbone_weights: torchvision ResNet state dict for the student trunk (empty = none).
         epochs: training epochs.
         batch_size: samples per rank and step.
@@ -165,6 +168,7 @@ class TrainConfig:
 
     role: Role = "student"
     model: str = "tiny"
+    model_overrides: tuple[str, ...] = ()
     student_backbone_weights: str = ""
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -212,109 +216,17 @@ def _check_values(cfg: TrainConfig) -> None:
         raise ConfigError("; ".join(problems))
 
 
-def _field_types(cls) -> dict[str, Any]:
-    hints = typing.get_type_hints(cls)
-    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
-
-
-def _coerce(value: Any, tp: Any, where: str) -> Any:
-    """Convert a YAML / override value to the field type ``tp`` or raise naming ``where``."""
-    origin = typing.get_origin(tp)
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__}")
-        return _build(tp, value, where)
-    if origin is Literal:
-        if value not in typing.get_args(tp):
-            hint = " (YAML reads unquoted off/no/yes as booleans: write 'off')" if isinstance(value, bool) else ""
-            raise ConfigError(f"{where}: {value!r} is not one of {list(typing.get_args(tp))}{hint}")
-        return value
-    if origin is tuple:
-        if isinstance(value, str):
-            value = [v for v in value.split(",") if v.strip()] if value.strip() else []
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{where}: expected a list, got {type(value).__name__}")
-        (item_tp, _) = typing.get_args(tp)
-        return tuple(_coerce(v, item_tp, f"{where}[{i}]") for i, v in enumerate(value))
-    if tp is bool:
-        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
-            return value.lower() in ("true", "1", "yes")
-        if not isinstance(value, bool):
-            raise ConfigError(f"{where}: expected true or false, got {value!r}")
-        return value
-    if tp in (int, float, str):
-        if isinstance(value, bool) and tp is not str:
-            raise ConfigError(f"{where}: expected {tp.__name__}, got {value!r}")
-        try:
-            converted = tp(value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{where}: expected {tp.__name__}, got {value!r}") from None
-        if tp is int and isinstance(value, float) and value != converted:
-            raise ConfigError(f"{where}: expected an integer, got {value!r}")
-        return converted
-    raise ConfigError(f"{where}: unsupported field type {tp}")
-
-
-def _build(cls, values: dict, where: str):
-    types_by_name = _field_types(cls)
-    unknown = sorted(set(values) - set(types_by_name))
-    if unknown:
-        prefix = f"{where}." if where else ""
-        raise ConfigError(
-            f"unknown key {prefix}{unknown[0]!s} (allowed: {', '.join(sorted(types_by_name))})"
-        )
-    kwargs = {
-        name: _coerce(value, types_by_name[name], f"{where}.{name}" if where else name)
-        for name, value in values.items()
-    }
-    return cls(**kwargs)
-
-
 def train_config_from_dict(values: dict, *, source: str = "<dict>") -> TrainConfig:
     """Build a :class:`TrainConfig` from nested plain values; errors name ``source`` and the key."""
     try:
-        return _build(TrainConfig, values, "")
+        return from_mapping(TrainConfig, values)
     except ConfigError as exc:
         raise ConfigError(f"{source}: {exc}") from None
 
 
 def apply_overrides(cfg: TrainConfig, overrides: list[str]) -> TrainConfig:
     """Apply ``dotted.key=value`` overrides, each parsed by the type of its field."""
-    values = dataclasses.asdict(cfg)
-    for item in overrides:
-        key, sep, raw = item.partition("=")
-        if not sep:
-            raise ConfigError(f"override {item!r}: expected key=value")
-        path = key.strip().split(".")
-        node, cls = values, TrainConfig
-        for part in path[:-1]:
-            if not isinstance(node.get(part), dict):
-                raise ConfigError(f"override {item!r}: unknown key {key}")
-            node, cls = node[part], _field_types(cls)[part]
-        if path[-1] not in node or isinstance(node[path[-1]], dict):
-            raise ConfigError(f"override {item!r}: unknown key {key}")
-        tp = _field_types(cls)[path[-1]]
-        if tp is str or typing.get_origin(tp) is Literal:
-            node[path[-1]] = raw  # words such as "off" stay strings instead of YAML booleans
-        else:
-            parsed = yaml.safe_load(raw) if raw.strip() else ""
-            node[path[-1]] = raw if isinstance(parsed, (dict, type(None))) else parsed
-    return train_config_from_dict(values, source="overrides")
-
-
-def read_yaml_mapping(path: Path) -> dict:
-    """The top-level mapping of a YAML config file.
-
-    Raises:
-        ConfigError: invalid YAML, or a top level that is not a mapping.
-    """
-    try:
-        values = yaml.safe_load(Path(path).read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: invalid YAML: {exc}") from None
-    if not isinstance(values, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level")
-    return values
+    return _apply_overrides(cfg, overrides)
 
 
 def load_train_config(path: Path, overrides: list[str] | None = None) -> TrainConfig:

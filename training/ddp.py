@@ -8,8 +8,9 @@ on CUDA and ``gloo`` on CPU, and only rank 0 writes files.
 from __future__ import annotations
 
 import os
+from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Iterator
+from typing import ContextManager, Iterator
 
 import torch
 import torch.distributed as dist
@@ -22,10 +23,12 @@ __all__ = [
     "shutdown_distributed",
     "ShardedSampler",
     "all_reduce_sum",
+    "all_reduce_mean",
     "all_gather_objects",
     "broadcast_object",
     "broadcast_buffers",
     "unwrap",
+    "autocast",
 ]
 
 
@@ -148,6 +151,20 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
+def all_reduce_mean(values: dict[str, float], device: torch.device) -> dict[str, float]:
+    """The mean over ranks of each value (every rank must pass the same keys); a copy without a group.
+
+    Sums in float64, so a mean over ranks of float32 losses is exact to float32 precision.
+    """
+    if not dist.is_initialized():
+        return dict(values)
+    keys = sorted(values)
+    total = torch.tensor([values[k] for k in keys], dtype=torch.float64, device=device)
+    dist.all_reduce(total, op=dist.ReduceOp.SUM)
+    mean = dict(zip(keys, (total / dist.get_world_size()).tolist()))
+    return {k: mean[k] for k in values}  # in the caller's order
+
+
 def all_gather_objects(obj) -> list:
     """Every rank's ``obj``, in rank order (``[obj]`` without a process group)."""
     if not dist.is_initialized():
@@ -187,3 +204,12 @@ def unwrap(model: nn.Module) -> nn.Module:
             model = model._orig_mod
         else:
             return model
+
+
+def autocast(precision: str, device: torch.device) -> ContextManager:
+    """Mixed precision for ``precision`` (fp32: none, bf16, fp16) on ``device``'s type."""
+    from monoocc_ros.predictor import PRECISIONS
+
+    if precision == "fp32":
+        return nullcontext()
+    return torch.autocast(device_type=device.type, dtype=PRECISIONS[precision])

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["AblationConfig", "QUICK", "load_ablation_config", "run_ablation", "summarize", "register"]
+__all__ = ["AblationConfig", "QUICK", "load_ablation_config", "run_ablation", "summarize"]
 
 DEFAULT_CONFIG = Path(__file__).with_name("configs") / "ablation_tiny.yaml"
 
@@ -66,14 +66,14 @@ class AblationConfig:
     out_dir: str = "runs/ablation"
     model: str = "tiny"
     image_size: tuple[int, ...] = (96, 320)
-    frames_per_sequence: int = 20
+    frames_per_sequence: int = 25
     train_scenes: tuple[int, ...] = (1, 2, 3)
     held_out_scenes: tuple[int, ...] = (101, 102)
     seeds: tuple[int, ...] = (0, 1, 2)
     student_epochs: int = 2
     teacher_epochs: int = 2
-    lr: float = 2e-3
-    warmup_iters: int = 5
+    lr: float = 5e-3
+    warmup_iters: int = 2
     temporal_offsets: tuple[int, ...] = (-4, -2)
     teacher_cvt_layers: int = 2
     distill_modes: tuple[str, ...] = ("mse", "cosine", "softmax_kl", "released_kl")
@@ -112,23 +112,15 @@ def load_ablation_config(path: Path | None, overrides: list[str], quick: bool = 
     Raises:
         training.config.ConfigError: missing file, unknown key or wrongly typed value.
     """
-    import yaml
-
-    from training.config import ConfigError, _build, read_yaml_mapping
+    from monoocc_ros.config_io import ConfigError, apply_overrides, from_mapping, read_yaml_mapping
 
     path = Path(path) if path is not None else DEFAULT_CONFIG
-    if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist")
-    values = read_yaml_mapping(path)
+    values = read_yaml_mapping(path)  # names a missing file
     if quick:
         values.update({k: list(v) if isinstance(v, tuple) else v for k, v in QUICK.items()})
-    for item in overrides:
-        key, sep, raw = item.partition("=")
-        if not sep:
-            raise ConfigError(f"override {item!r}: expected key=value")
-        values[key.strip()] = yaml.safe_load(raw) if raw.strip() else ""
     try:
-        return _build(AblationConfig, values, "")
+        # the project's one typed loader: overrides are parsed by their field's type
+        return apply_overrides(from_mapping(AblationConfig, values), overrides)
     except ValueError as exc:  # ConfigError is a ValueError; __post_init__ raises plain ones
         raise ConfigError(f"{path}: {exc}") from None
 
@@ -207,7 +199,8 @@ def _train_config(cfg: AblationConfig, spec: dict[str, Any], seed: int, train_ba
 def _run_unit(train_cfg, result_path: Path, meta: dict[str, Any]) -> dict[str, Any]:
     """Train (resuming), score on the held-out bags, write ``result.json``; a stopped run is recorded."""
     from monoocc_ros.fileio import write_json_atomic
-    from training.train import TrainingError, run_training
+    from training.errors import TrainingError
+    from training.train import run_training
 
     if result_path.is_file():
         return json.loads(result_path.read_text())
@@ -228,7 +221,7 @@ def run_ablation(cfg: AblationConfig) -> dict[str, Any]:
     from tqdm import tqdm
 
     from monoocc_ros.fileio import write_json_atomic, write_text_atomic
-    from training.train import dump_teacher
+    from training.dump import dump_teacher
 
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -236,10 +229,13 @@ def run_ablation(cfg: AblationConfig) -> dict[str, Any]:
     started = time.time()
     train_bags, held_out_bags = _prepare_bags(cfg, out)
     rows = variants(cfg)
-    # the teacher of a seed is trained before its distilled students need it
-    order = [r for r in rows if r[1]["role"] == "teacher"] + [r for r in rows if r[1]["role"] != "teacher"]
+    # the rows that need no teacher first, every seed (a stopped run already shows the student ladder),
+    # then per seed the teacher before the students distilled from it
+    plain = [r for r in rows if r[1]["role"] != "teacher" and r[1]["distill"] == "off"]
+    taught = [r for r in rows if r[1]["role"] == "teacher"] + [r for r in rows if r[1]["distill"] != "off"]
     results: list[dict[str, Any]] = []
-    units = [(seed, name, spec) for seed in cfg.seeds for name, spec in order]
+    units = [(seed, name, spec) for seed in cfg.seeds for name, spec in plain]
+    units += [(seed, name, spec) for seed in cfg.seeds for name, spec in taught]
     bar = tqdm(units, desc="ablation", unit="run", dynamic_ncols=True)
     for seed, name, spec in bar:
         bar.set_postfix_str(f"seed {seed}: {name}")
@@ -254,6 +250,8 @@ def run_ablation(cfg: AblationConfig) -> dict[str, Any]:
         train_cfg = _train_config(cfg, spec, seed, train_bags, held_out_bags, run_dir, teacher, cache)
         meta = {"variant": name, "seed": seed, "model": spec["model"], "role": spec["role"], "distill": spec["distill"]}
         results.append(_run_unit(train_cfg, run_dir / "result.json", meta))
+        # the table so far after every run: an interrupted experiment still shows what it measured
+        write_text_atomic(out / "table.md", markdown(summarize(cfg, [n for n, _ in rows], results, time.time() - started)))
     summary = summarize(cfg, [n for n, _ in rows], results, seconds=time.time() - started)
     write_json_atomic(out / "results.json", summary)
     write_text_atomic(out / "table.md", markdown(summary))
@@ -411,27 +409,10 @@ def plot(summary: dict[str, Any], path: Path) -> Path:
 # -- command ------------------------------------------------------------------------------------
 
 
-def register(subparsers) -> None:
-    """Add ``monoocc experiment ablation``."""
-    exp = subparsers.add_parser("experiment", help="reproducible experiments (the MonoOcc ablation on generated streets)")
-    jobs = exp.add_subparsers(dest="experiment_job", metavar="JOB", required=True)
-    p = jobs.add_parser(
-        "ablation",
-        help="train and score student / +ICA / +2D loss / +distillation / teacher over several seeds",
-        description=" ".join(__doc__.split("\n\n")[:2]),
-    )
-    p.add_argument("config", type=Path, nargs="?", default=None,
-                   help=f"YAML config (default {DEFAULT_CONFIG.relative_to(DEFAULT_CONFIG.parents[2])})")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config field (e.g. --set seeds=[0,1,2,3] --set model=monoocc_s --set device=cuda)")
-    p.add_argument("--quick", action="store_true", help="one short street each, one epoch (< 15 min on 2 CPU cores)")
-    p.add_argument("--out", type=Path, default=None, help="results folder (overrides out_dir); rerun to resume")
-    p.set_defaults(func=_run)
-
-
 def _run(args: argparse.Namespace) -> int:
+    """The handler of ``monoocc experiment ablation`` (parser: :mod:`monoocc_ros.cli.train`)."""
     from training.config import ConfigError
-    from training.train import TrainingError
+    from training.errors import TrainingError
 
     overrides = list(args.overrides) + ([f"out_dir={args.out}"] if args.out is not None else [])
     try:

@@ -29,6 +29,7 @@ __all__ = [
     "CacheMismatchError",
     "CacheManifest",
     "bag_identity",
+    "cache_settings",
     "TeacherFeatureCache",
 ]
 
@@ -51,6 +52,11 @@ def bag_identity(bag: Path) -> dict[str, str]:
     if not meta.is_file():
         raise FileNotFoundError(f"bag {bag} has no metadata.yaml; is it a rosbag2 folder?")
     return {"path": str(bag.resolve()), "metadata_sha256": sha256_file(meta)}
+
+
+def cache_settings(temporal_offsets: Sequence[int], image_scale: float) -> dict:
+    """The data settings that change the cached features: the teacher's past frames and the image scale."""
+    return {"temporal_offsets": list(temporal_offsets), "image_scale": image_scale}
 
 
 @dataclass

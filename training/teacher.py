@@ -30,7 +30,7 @@ from torch import Tensor
 
 from monoocc_ros.models.config import ModelConfig, model_config_from_dict
 from monoocc_ros.models.monoocc import OccupancyNetwork, lidar2img_from
-from monoocc_ros.models.trunk import RESNET_BLOCKS, load_torchvision_state_dict
+from monoocc_ros.models.trunk import load_torchvision_state_dict
 from training.config import TeacherConfig
 from training.cvt import CrossViewTransformer
 
@@ -44,15 +44,15 @@ class MonoOccTeacher(OccupancyNetwork):
 
     Args:
         model_cfg: the student-sized base config (voxel stage, head, proposals, trunk width).
-            Its trunk depth is replaced by ``teacher_cfg.backbone_depth``.
+            The trunk is built from ``teacher_cfg.trunk(model_cfg.trunk)`` (same width and cut,
+            ``backbone_depth`` deep); ``self.cfg`` stays the base config.
         teacher_cfg: backbone depth and CVT settings.
     """
 
     def __init__(self, model_cfg: ModelConfig, teacher_cfg: TeacherConfig):
         if model_cfg.proposal.mode == "external":
             raise ValueError('the teacher makes its own queries; proposal mode "external" is not supported')
-        trunk = dataclasses.replace(model_cfg.trunk, blocks=RESNET_BLOCKS[teacher_cfg.backbone_depth])
-        super().__init__(dataclasses.replace(model_cfg, trunk=trunk))
+        super().__init__(model_cfg, trunk=teacher_cfg.trunk(model_cfg.trunk))
         self.teacher_cfg = teacher_cfg
         # the deeper trunk runs on every view: its activations are what checkpointing saves most on
         self.backbone.gradient_checkpointing = model_cfg.voxel.gradient_checkpointing

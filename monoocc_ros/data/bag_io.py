@@ -1,6 +1,8 @@
-"""rosbag2 I/O without ROS: the project's typestore, message builders and a frame index.
+"""The frame index of a rosbag2 in the project's layout, read without ROS.
 
-The bags follow :mod:`monoocc_ros.topics`. :func:`read_bag_frames` reads a bag once, keeps only
+The bags follow :mod:`monoocc_ros.topics`; their messages are built by
+:mod:`monoocc_ros.msgs.bag_messages` and decoded by :mod:`monoocc_ros.msgs.decode` through the
+typestore of :mod:`monoocc_ros.msgs.bagtypes`. :func:`read_bag_frames` reads a bag once, keeps only
 small things (stamps, intrinsics, transforms, where each message lies) and loads images, points
 and ground truth on demand, so it can serve a ``DataLoader`` with workers: every process opens
 its own reader lazily.
@@ -17,288 +19,35 @@ import os
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
 from monoocc_ros import topics
+from monoocc_ros.camera import CameraInfoReader, invert_rigid
 from monoocc_ros.errors import UserError
-from monoocc_ros.camera import CameraInfoReader, check_sane_intrinsics, invert_rigid
-from monoocc_ros.grid import KITTI_GRID, KITTI_GRID_HALF, VoxelGrid
-from monoocc_ros.image_codec import decode_message
-from monoocc_ros.labels import SEMANTIC_KITTI
-from monoocc_ros.stamps import split_ns, stamp_to_ns
-from monoocc_ros.transforms import matrix_to_quaternion, quaternion_to_matrix
+from monoocc_ros.grid import KITTI_GRID_HALF
+from monoocc_ros.msgs.bagtypes import typestore
+from monoocc_ros.msgs.decode import decode_camera_info, decode_grid, decode_points, decode_transform
+from monoocc_ros.msgs.image import decode_message
+from monoocc_ros.stamps import stamp_to_ns
 
 __all__ = [
+    "KITTI_FRAMES_KEY",
     "BagFrame",
     "BagIndex",
     "BagReadError",
+    "FrameRecord",
     "MsgRef",
-    "decode_grid",
-    "decode_image",
-    "decode_points",
-    "find_msg_file",
-    "matrix_to_quaternion",
-    "quaternion_to_matrix",
     "read_bag_frames",
-    "typestore",
 ]
 
-MSG_FILE = "SemanticOccupancyGrid.msg"
 KITTI_FRAMES_KEY = "monoocc_ros/kitti_frames"
 """Bag metadata ``custom_data`` key: JSON {"sequence", "frames", "stamps_ns"} of a converted bag."""
-POINT_FIELDS = ("x", "y", "z", "intensity", "label")
-POINT_STEP = 20  # 4 x float32 + uint32
 
 
 class BagReadError(UserError, RuntimeError):
     """The bag cannot be opened or read at all; the message names the bag."""
-
-
-def find_msg_file() -> Path:
-    """Locate ``msg/SemanticOccupancyGrid.msg``: source checkout first, then the ament share dir."""
-    candidates = [Path(__file__).resolve().parents[2] / "msg" / MSG_FILE]
-    for prefix in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep):
-        if prefix:
-            candidates.append(Path(prefix) / "share" / "monoocc_ros" / "msg" / MSG_FILE)
-    for path in candidates:
-        if path.is_file():
-            return path
-    raise FileNotFoundError(f"{MSG_FILE} not found; looked in {[str(p) for p in candidates]}")
-
-
-@lru_cache(maxsize=1)
-def typestore():
-    """The ROS 2 Jazzy typestore of ``rosbags`` with ``monoocc_ros/msg/SemanticOccupancyGrid``."""
-    from rosbags.typesys import Stores, get_types_from_msg, get_typestore
-
-    store = get_typestore(Stores.ROS2_JAZZY)
-    store.register(get_types_from_msg(find_msg_file().read_text(), topics.GRID_MSG_TYPE))
-    return store
-
-
-# ---------------------------------------------------------------- message builders
-
-
-def make_header(stamp_ns: int, frame_id: str):
-    t = typestore().types
-    sec, nanosec = split_ns(stamp_ns)
-    return t["std_msgs/msg/Header"](
-        stamp=t["builtin_interfaces/msg/Time"](sec=sec, nanosec=nanosec), frame_id=frame_id
-    )
-
-
-def image_message(image: np.ndarray, stamp_ns: int, frame_id: str = topics.CAMERA_FRAME):
-    """(H, W, 3) uint8 RGB -> sensor_msgs/Image rgb8."""
-    image = np.ascontiguousarray(image, dtype=np.uint8)
-    h, w = image.shape[:2]
-    return typestore().types["sensor_msgs/msg/Image"](
-        header=make_header(stamp_ns, frame_id),
-        height=h,
-        width=w,
-        encoding="rgb8",
-        is_bigendian=0,
-        step=w * 3,
-        data=image.reshape(-1),
-    )
-
-
-def compressed_image_message(
-    data: bytes, fmt: str, stamp_ns: int, frame_id: str = topics.CAMERA_FRAME
-):
-    """Encoded bytes (png or jpeg) -> sensor_msgs/CompressedImage."""
-    return typestore().types["sensor_msgs/msg/CompressedImage"](
-        header=make_header(stamp_ns, frame_id),
-        format=fmt,
-        data=np.frombuffer(data, dtype=np.uint8),
-    )
-
-
-def camera_info_message(
-    K: np.ndarray, image_hw: tuple[int, int], stamp_ns: int, frame_id: str = topics.CAMERA_FRAME
-):
-    """Rectified pinhole CameraInfo: K, R = I, P = [K | 0], no distortion.
-
-    K must pass the bounds every reader applies (:func:`~monoocc_ros.camera.check_sane_intrinsics`),
-    so the converter never writes a CameraInfo that training, evaluation or the node would refuse.
-    """
-    t = typestore().types
-    K = check_sane_intrinsics(K, tuple(image_hw), name="camera_info K")
-    P = np.zeros((3, 4))
-    P[:, :3] = K
-    return t["sensor_msgs/msg/CameraInfo"](
-        header=make_header(stamp_ns, frame_id),
-        height=image_hw[0],
-        width=image_hw[1],
-        distortion_model="plumb_bob",
-        d=np.zeros(5),
-        k=K.reshape(-1),
-        r=np.eye(3).reshape(-1),
-        p=P.reshape(-1),
-        binning_x=0,
-        binning_y=0,
-        roi=t["sensor_msgs/msg/RegionOfInterest"](
-            x_offset=0, y_offset=0, height=0, width=0, do_rectify=False
-        ),
-    )
-
-
-def tf_message(transforms: list[tuple[str, str, np.ndarray]], stamp_ns: int):
-    """[(parent, child, T_parent_child (4, 4))] -> tf2_msgs/TFMessage."""
-    t = typestore().types
-    out = []
-    for parent, child, T in transforms:
-        q = matrix_to_quaternion(T[:3, :3])
-        out.append(
-            t["geometry_msgs/msg/TransformStamped"](
-                header=make_header(stamp_ns, parent),
-                child_frame_id=child,
-                transform=t["geometry_msgs/msg/Transform"](
-                    translation=t["geometry_msgs/msg/Vector3"](
-                        x=float(T[0, 3]), y=float(T[1, 3]), z=float(T[2, 3])
-                    ),
-                    rotation=t["geometry_msgs/msg/Quaternion"](x=q[0], y=q[1], z=q[2], w=q[3]),
-                ),
-            )
-        )
-    return t["tf2_msgs/msg/TFMessage"](transforms=out)
-
-
-def points_message(
-    scan: np.ndarray, labels: np.ndarray, stamp_ns: int, frame_id: str = topics.LIDAR_FRAME
-):
-    """(P, 4) float32 scan + (P,) uint32 raw labels -> PointCloud2 (x, y, z, intensity, label)."""
-    t = typestore().types
-    field_t = t["sensor_msgs/msg/PointField"]
-    rec = np.empty(len(scan), dtype=[("xyzi", "<f4", (4,)), ("label", "<u4")])
-    rec["xyzi"] = scan
-    rec["label"] = labels
-    fields = [
-        field_t(
-            name=n, offset=4 * i, datatype=field_t.FLOAT32 if i < 4 else field_t.UINT32, count=1
-        )
-        for i, n in enumerate(POINT_FIELDS)
-    ]
-    return t["sensor_msgs/msg/PointCloud2"](
-        header=make_header(stamp_ns, frame_id),
-        height=1,
-        width=len(scan),
-        fields=fields,
-        is_bigendian=False,
-        point_step=POINT_STEP,
-        row_step=POINT_STEP * len(scan),
-        data=rec.view(np.uint8).reshape(-1),
-        is_dense=True,
-    )
-
-
-def grid_message(
-    labels: np.ndarray,
-    stamp_ns: int,
-    grid: VoxelGrid = KITTI_GRID,
-    frame_id: str = topics.GRID_FRAME,
-    *,
-    class_names: list[str] | None = None,
-):
-    """(X, Y, Z) uint8 train ids -> SemanticOccupancyGrid (origin = grid minimum corner).
-
-    ``class_names`` names the label values (default: SemanticKITTI's train classes)."""
-    t = typestore().types
-    labels = np.ascontiguousarray(labels, dtype=np.uint8)
-    if labels.shape != grid.size:
-        raise ValueError(f"grid labels must be {grid.size}, got {labels.shape}")
-    ox, oy, oz = grid.origin_m
-    return t[topics.GRID_MSG_TYPE](
-        header=make_header(stamp_ns, frame_id),
-        origin=t["geometry_msgs/msg/Pose"](
-            position=t["geometry_msgs/msg/Point"](x=ox, y=oy, z=oz),
-            orientation=t["geometry_msgs/msg/Quaternion"](x=0.0, y=0.0, z=0.0, w=1.0),
-        ),
-        resolution=grid.voxel_size_m,
-        size_x=grid.size[0],
-        size_y=grid.size[1],
-        size_z=grid.size[2],
-        labels=labels.reshape(-1),
-        confidence=np.zeros(0, dtype=np.uint8),
-        class_names=list(SEMANTIC_KITTI.names) if class_names is None else list(class_names),
-    )
-
-
-# ---------------------------------------------------------------- message decoders
-
-
-def decode_image(msg) -> np.ndarray:
-    """sensor_msgs/Image or CompressedImage -> (H, W, 3) uint8 RGB, by the project's one decoder
-    (:func:`monoocc_ros.image_codec.decode_message`, the node's too).
-
-    Raises:
-        ImageDecodeError (a ValueError): unsupported encoding (named), size too large or inconsistent.
-    """
-    return decode_message(msg)
-
-
-def decode_camera_info(msg, reader: CameraInfoReader | None = None) -> np.ndarray:
-    """CameraInfo -> (3, 3) float64 K by the one camera rule (:class:`~monoocc_ros.camera.CameraInfoReader`:
-    P when set, else K), for an image of the size the message states.
-
-    Raises:
-        CameraInfoError: what the model cannot honour, with the reason.
-    """
-    reader = reader if reader is not None else CameraInfoReader(topics.CAMERA_INFO)
-    return reader.intrinsics(msg, (int(msg.height), int(msg.width)))
-
-
-def decode_transform(tf) -> np.ndarray:
-    """geometry_msgs/Transform -> (4, 4) float64."""
-    T = np.eye(4)
-    r = tf.rotation
-    T[:3, :3] = quaternion_to_matrix(r.x, r.y, r.z, r.w)
-    T[:3, 3] = [tf.translation.x, tf.translation.y, tf.translation.z]
-    return T
-
-
-def decode_points(msg) -> tuple[np.ndarray, np.ndarray]:
-    """Converter PointCloud2 -> (P, 4) float32 x, y, z, intensity and (P,) uint32 raw label.
-
-    Raises:
-        ValueError: the cloud lacks the expected float32 x, y, z, intensity / uint32 label layout.
-    """
-    fields = {f.name: (f.offset, f.datatype) for f in msg.fields}
-    expected = {n: (4 * i, 7 if i < 4 else 6) for i, n in enumerate(POINT_FIELDS)}
-    if (
-        any(fields.get(n) != v for n, v in expected.items())
-        or msg.point_step != POINT_STEP
-        or msg.is_bigendian
-    ):
-        raise ValueError(
-            f"point cloud layout {fields} (step {msg.point_step}) is not x,y,z,intensity,label"
-        )
-    n = int(msg.width) * int(msg.height)
-    if len(msg.data) != n * POINT_STEP:
-        raise ValueError(f"point cloud has {len(msg.data)} bytes for {n} points")
-    rec = np.asarray(msg.data, dtype=np.uint8).view([("xyzi", "<f4", (4,)), ("label", "<u4")])
-    return rec["xyzi"].astype(np.float32), rec["label"].astype(np.uint32)
-
-
-def decode_grid(msg, grid: VoxelGrid = KITTI_GRID) -> np.ndarray:
-    """SemanticOccupancyGrid -> (X, Y, Z) uint8 train ids.
-
-    Raises:
-        ValueError: sizes differ from ``grid`` or the label count does not match.
-    """
-    size = (int(msg.size_x), int(msg.size_y), int(msg.size_z))
-    if size != grid.size or abs(msg.resolution - grid.voxel_size_m) > 1e-6:
-        raise ValueError(
-            f"grid {size} @ {msg.resolution} m, expected {grid.size} @ {grid.voxel_size_m} m"
-        )
-    if len(msg.labels) != grid.num_voxels:
-        raise ValueError(f"grid has {len(msg.labels)} labels, expected {grid.num_voxels}")
-    return np.asarray(msg.labels, dtype=np.uint8).reshape(size).copy()
-
-
-# ---------------------------------------------------------------- index
 
 
 @dataclass(frozen=True)
@@ -414,7 +163,7 @@ class BagIndex:
         return self.load_record(self.selected[i])
 
     def load_image(self, record_index: int) -> np.ndarray:
-        return decode_image(self.read(self.records[record_index].image))
+        return decode_message(self.read(self.records[record_index].image))
 
     def load_points(self, record_index: int) -> tuple[np.ndarray, np.ndarray] | None:
         """(P, 4) float32 scan and (P,) uint32 raw labels, or None without a point cloud."""
@@ -552,7 +301,7 @@ def _index_message(msg, ref, images, infos, static, odom, gts, points, proposals
     topic = ref.topic
     if topic in (topics.IMAGE, topics.IMAGE_COMPRESSED):
         if msg.__msgtype__ == "sensor_msgs/msg/Image":
-            decode_image(msg)  # validates encoding and size; cheap for raw images
+            decode_message(msg)  # validates encoding and size; cheap for raw images
             hw = (int(msg.height), int(msg.width))
         else:
             hw = (-1, -1)

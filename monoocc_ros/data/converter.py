@@ -28,11 +28,13 @@ import numpy as np
 
 from monoocc_ros import topics
 from monoocc_ros.camera import invert_rigid, kitti_camera_from_calib
-from monoocc_ros.data import bag_io
+from monoocc_ros.data.bag_io import KITTI_FRAMES_KEY
 from monoocc_ros.data.kitti import KittiFormatError, KittiSequence, read_image
 from monoocc_ros.fileio import write_text_atomic
 from monoocc_ros.grid import KITTI_GRID_HALF
 from monoocc_ros.labels import IGNORE, SEMANTIC_KITTI
+from monoocc_ros.msgs import bag_messages
+from monoocc_ros.msgs.bagtypes import typestore
 
 __all__ = ["ConversionSummary", "convert_sequence", "IMAGE_FORMATS", "STORAGES"]
 
@@ -197,7 +199,7 @@ def convert_sequence(
     if tmp.exists():
         shutil.rmtree(tmp)
     out_bag.parent.mkdir(parents=True, exist_ok=True)
-    store = bag_io.typestore()
+    store = typestore()
     writer = Writer(
         tmp,
         version=9,
@@ -205,7 +207,7 @@ def convert_sequence(
     )
     try:
         writer.set_custom_data(
-            bag_io.KITTI_FRAMES_KEY,
+            KITTI_FRAMES_KEY,
             json.dumps(
                 {"sequence": sequence, "frames": ids, "stamps_ns": [stamps[f] for f in ids]}
             ),
@@ -233,7 +235,7 @@ def convert_sequence(
             (topics.BASE_FRAME, topics.LIDAR_FRAME, np.eye(4)),
             (topics.LIDAR_FRAME, topics.CAMERA_FRAME, invert_rigid(T_cam_velo)),
         ]
-        write(topics.TF_STATIC, bag_io.tf_message(static, stamps[ids[0]]), stamps[ids[0]])
+        write(topics.TF_STATIC, bag_messages.tf_message(static, stamps[ids[0]]), stamps[ids[0]])
         for f in tqdm(ids, desc=f"convert {sequence}", unit="frame", disable=not progress):
             _write_frame(
                 seq,
@@ -286,7 +288,7 @@ def _write_proposals(query_files, f: int, stamp: int, write, summary) -> None:
     except (FileNotFoundError, ValueError) as e:
         summary.problems.append(f"frame {f:06d}: query proposals not written: {e}")
         return
-    msg = bag_io.grid_message(proposals.astype(np.uint8), stamp, KITTI_GRID_HALF, class_names=["not proposed", "proposed"])
+    msg = bag_messages.grid_message(proposals.astype(np.uint8), stamp, KITTI_GRID_HALF, class_names=["not proposed", "proposed"])
     write(topics.QUERY_PROPOSALS, msg, stamp)
 
 
@@ -295,19 +297,19 @@ def _write_frame(seq, f, stamp, K, T_odom_base, image_format, voxel_ids, write, 
     try:
         encoded, image = _encode_image(seq, f, image_format)
         if encoded is None:
-            write(topics.IMAGE, bag_io.image_message(image, stamp), stamp)
+            write(topics.IMAGE, bag_messages.image_message(image, stamp), stamp)
         else:
             write(
                 topics.IMAGE_COMPRESSED,
-                bag_io.compressed_image_message(encoded, image_format, stamp),
+                bag_messages.compressed_image_message(encoded, image_format, stamp),
                 stamp,
             )
-        write(topics.CAMERA_INFO, bag_io.camera_info_message(K, image.shape[:2], stamp), stamp)
+        write(topics.CAMERA_INFO, bag_messages.camera_info_message(K, image.shape[:2], stamp), stamp)
     except KittiFormatError as e:
         summary.problems.append(f"frame {f:06d}: image and camera_info not written: {e}")
     write(
         topics.TF,
-        bag_io.tf_message([(topics.ODOM_FRAME, topics.BASE_FRAME, T_odom_base)], stamp),
+        bag_messages.tf_message([(topics.ODOM_FRAME, topics.BASE_FRAME, T_odom_base)], stamp),
         stamp,
     )
     try:
@@ -320,13 +322,13 @@ def _write_frame(seq, f, stamp, K, T_odom_base, image_format, voxel_ids, write, 
             summary.problems.append(
                 f"frame {f:06d}: {label_path} missing, points written with label 0"
             )
-        write(topics.POINTS, bag_io.points_message(scan, labels, stamp), stamp)
+        write(topics.POINTS, bag_messages.points_message(scan, labels, stamp), stamp)
     except KittiFormatError as e:
         summary.problems.append(f"frame {f:06d}: point cloud not written: {e}")
     if f in voxel_ids:
         try:
             write(
-                topics.GROUND_TRUTH, bag_io.grid_message(ground_truth_labels(seq, f), stamp), stamp
+                topics.GROUND_TRUTH, bag_messages.grid_message(ground_truth_labels(seq, f), stamp), stamp
             )
         except (KittiFormatError, ValueError) as e:
             summary.problems.append(f"frame {f:06d}: ground truth not written: {e}")

@@ -48,7 +48,7 @@ __all__ = [
     "ScenePlan",
     "generate_sequence",
     "plan_scene",
-    "register",
+    "run_command",
     "scaled_calib",
 ]
 
@@ -329,7 +329,8 @@ def generate_sequence(
     return target
 
 
-def _run(args: argparse.Namespace) -> int:
+def run_command(args: argparse.Namespace) -> int:
+    """The handler of ``monoocc generate-scene`` (parser: :mod:`monoocc_ros.cli.data`)."""
     try:
         cfg = SceneConfig(
             num_frames=args.frames,
@@ -344,26 +345,3 @@ def _run(args: argparse.Namespace) -> int:
         return 2
     print(path)
     return 0
-
-
-def register(subparsers) -> None:
-    """Add ``monoocc generate-scene`` to the command's subparsers."""
-    defaults = SceneConfig()
-    p = subparsers.add_parser(
-        "generate-scene",
-        help="generate a synthetic street sequence in the SemanticKITTI layout",
-        description="Generate a seeded synthetic street sequence (camera images, LiDAR scans "
-        "with point labels, voxel labels/.bin/.invalid/.occluded, calib, poses, times) in the "
-        "SemanticKITTI layout under OUT/sequences/SEQUENCE.",
-    )
-    p.add_argument("out", type=Path, metavar="OUT", help="dataset root folder")
-    p.add_argument("--frames", type=int, default=defaults.num_frames, help="number of frames")
-    p.add_argument("--seed", type=int, default=defaults.seed, help="random seed")
-    p.add_argument("--sequence", default="00", help="sequence folder name (default 00)")
-    p.add_argument("--image-size", type=int, nargs=2, metavar=("H", "W"),
-                   default=list(defaults.image_size), help="camera image height and width")
-    p.add_argument("--voxel-every", type=int, default=defaults.voxel_every,
-                   help="write voxel files every K frames")
-    p.add_argument("--force", action="store_true", help="replace an existing sequence folder")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=_run)

@@ -8,6 +8,11 @@ simple solids (boxes, vertical cylinders, ellipsoids) with a raw SemanticKITTI c
 
 Everything here is plain numpy and deterministic for a given seed.
 
+Why one file of about 520 lines: the layout is one seeded generator. Its random draws happen in a
+fixed order (bands, then vehicles, people and trees per side), and every bag, test and table in the
+project depends on that order; keeping the placement rules beside the builder keeps the order
+readable in one place.
+
 Example:
     >>> street = build_street(seed=0, s_range_m=(-50.0, 150.0), curvature_per_m=0.002)
     >>> street.ground_class(np.array([10.0]), np.array([-1.75])).tolist()

@@ -8,6 +8,10 @@ a cheap procedural texture per class (asphalt grain, paving, grass, foliage, bar
 fence slats, sign rims), Lambertian sun light on the hit normal and distance haze, with a sky
 gradient where nothing is hit.
 
+Why one file of about 500 lines: the mesh, the camera shading and the LiDAR scan share one
+contract (a ray hit's triangle -> class, instance and normal); splitting them would spread that
+contract over three modules.
+
 Example:
     >>> mesh = SceneMesh(street)                                     # doctest: +SKIP
     >>> image = render_image(mesh, K, T_world_cam, (370, 1226), rng)  # doctest: +SKIP

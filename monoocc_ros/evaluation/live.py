@@ -24,6 +24,7 @@ Example::
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from collections import OrderedDict
 from collections.abc import Collection
@@ -36,7 +37,7 @@ from monoocc_ros import topics
 from monoocc_ros.grid import KITTI_GRID
 from monoocc_ros.labels import EMPTY
 
-__all__ = ["LiveConfig", "LiveMatcher", "NODE_OUTPUT", "summarize_unscored"]
+__all__ = ["LiveConfig", "LiveMatcher", "NODE_OUTPUT", "labels_digest", "summarize_unscored"]
 
 NODE_OUTPUT = "/monoocc_node/output/occupancy"
 _MAX_PENDING = 64  # unmatched grids kept while waiting for their partner (2 MiB each)
@@ -94,6 +95,8 @@ class LiveMatcher:
         self.total_inputs = total_inputs
         self.inputs: dict[int, float] = {}
         self.outputs: dict[int, float] = {}
+        # sha256[:16] of each output's labels: `make demo` checks them against the offline predictor's
+        self.output_digests: dict[int, str] = {}
         self.matched: set[int] = set()
         self.duplicate_outputs = 0
         self.latency_ms: list[float] = []
@@ -135,6 +138,7 @@ class LiveMatcher:
                 self.duplicate_outputs += 1
                 return
             self.outputs[stamp_ns] = t_s
+            self.output_digests[stamp_ns] = labels_digest(labels)
             start = self.inputs.get(stamp_ns)
             if start is not None:
                 self.latency_ms.append((t_s - start) * 1e3)
@@ -190,9 +194,15 @@ class LiveMatcher:
                     "duplicate_outputs": self.duplicate_outputs,
                     "input_rate_hz": _rate(in_times),
                     "achieved_rate_hz": _rate(out_times),
+                    "output_digests": {str(k): v for k, v in sorted(self.output_digests.items())},
                 },
                 "latency_ms": {"total": self.latency_ms, "sim_time": self.sim_latency_ms},
             }
+
+
+def labels_digest(labels: np.ndarray) -> str:
+    """sha256[:16] of a (256, 256, 32) uint8 label grid in C order: equal digests, equal labels."""
+    return hashlib.sha256(np.ascontiguousarray(labels, dtype=np.uint8).tobytes()).hexdigest()[:16]
 
 
 def _stamps_text(stamps_ns: list[int], shown: int = 3) -> str:

@@ -32,6 +32,7 @@ from monoocc_ros.fileio import atomic_write, sha256_file, write_png_atomic
 from monoocc_ros.calibration import CalibrationMeter
 from monoocc_ros.camera import CameraModel
 from monoocc_ros.grid import KITTI_GRID
+from monoocc_ros.evaluation.live import labels_digest
 from monoocc_ros.labels import EMPTY
 
 __all__ = ["OfflineConfig", "bag_sequence", "checkpoint_info", "evaluate_offline", "run_offline", "write_render"]
@@ -242,6 +243,7 @@ def evaluate_offline(
             frame_metrics.update(labels, frame.ground_truth)
             metrics.merge(frame_metrics)
             record["confusion"] = frame_metrics.confusion.tolist()
+            record["labels_digest"] = labels_digest(labels)  # as the live report's output_digests
             if cfg.render_every and k % cfg.render_every == 0:
                 render = out_dir / "renders" / f"{frame.index:06d}.png"
                 fs = frame_metrics.compute()

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from monoocc_ros.fileio import atomic_write, write_json_atomic, write_text_atomic
-from monoocc_ros.labels import SEMANTIC_KITTI
+from monoocc_ros.labels import SEMANTIC_KITTI, LabelMap
 
 __all__ = [
     "REPORT_SCHEMA",
@@ -78,6 +78,7 @@ def build_report(
     bag: str,
     problems: Sequence[str] = (),
     extra: Mapping[str, Any] | None = None,
+    labels: LabelMap = SEMANTIC_KITTI,
 ) -> dict[str, Any]:
     """Assemble the JSON report of one evaluation run.
 
@@ -93,9 +94,10 @@ def build_report(
         bag: the evaluated bag.
         problems: human-readable problems found in the bag or during the run.
         extra: mode-specific fields (live: achieved rate, drops...).
+        labels: the label set the scores are over (the model's ``cfg.label_set()``).
     """
     iou = np.asarray(scores.iou, dtype=np.float64)
-    names = SEMANTIC_KITTI.names
+    names = labels.names
     if iou.shape != (len(names),):
         raise ValueError(f"scores.iou must have {len(names)} entries, got shape {iou.shape}")
     report: dict[str, Any] = {
@@ -145,21 +147,19 @@ def _pct(x: float | None) -> str:
     return "n/a" if x is None else f"{100.0 * x:.2f}"
 
 
-def _table_columns() -> list[tuple[str, str | None]]:
+def _table_columns(labels: LabelMap = SEMANTIC_KITTI) -> list[tuple[str, str | None]]:
     """(header, class name or None for IoU/mIoU) in the paper's Table I order."""
-    return [("IoU", None), ("mIoU", None)] + [
-        (SEMANTIC_KITTI.names[c], SEMANTIC_KITTI.names[c]) for c in SEMANTIC_KITTI.paper_table_order
-    ]
+    return [("IoU", None), ("mIoU", None)] + [(labels.names[c], labels.names[c]) for c in labels.paper_table_order]
 
 
-def _table_row(report: Mapping[str, Any]) -> list[str]:
+def _table_row(report: Mapping[str, Any], labels: LabelMap = SEMANTIC_KITTI) -> list[str]:
     m = report["metrics"]
     cells = [_pct(m["completion_iou"]), _pct(m["miou"])]
-    cells += [_pct(m["iou"][SEMANTIC_KITTI.names[c]]) for c in SEMANTIC_KITTI.paper_table_order]
+    cells += [_pct(m["iou"][labels.names[c]]) for c in labels.paper_table_order]
     return cells
 
 
-def markdown_table(runs: Sequence[tuple[str, Mapping[str, Any]]]) -> str:
+def markdown_table(runs: Sequence[tuple[str, Mapping[str, Any]]], labels: LabelMap = SEMANTIC_KITTI) -> str:
     """Markdown table in the layout of the MonoOcc paper's Table I (values in %).
 
     Columns: Method, IoU (completion), mIoU, then the 19 classes in the paper's order
@@ -167,19 +167,20 @@ def markdown_table(runs: Sequence[tuple[str, Mapping[str, Any]]]) -> str:
 
     Args:
         runs: (row name, report) pairs, one row each.
+        labels: the label set of the reports (its ``paper_table_order`` orders the columns).
     """
-    headers = ["Method"] + [h for h, _ in _table_columns()]
+    headers = ["Method"] + [h for h, _ in _table_columns(labels)]
     lines = [
         "| " + " | ".join(headers) + " |",
         "|" + "|".join([":---"] + ["---:"] * (len(headers) - 1)) + "|",
     ]
     for name, report in runs:
-        lines.append("| " + " | ".join([name] + _table_row(report)) + " |")
+        lines.append("| " + " | ".join([name] + _table_row(report, labels)) + " |")
     return "\n".join(lines) + "\n"
 
 
 def compare_table(
-    a: Mapping[str, Any], b: Mapping[str, Any], names: tuple[str, str] = ("A", "B")
+    a: Mapping[str, Any], b: Mapping[str, Any], names: tuple[str, str] = ("A", "B"), labels: LabelMap = SEMANTIC_KITTI
 ) -> str:
     """Side-by-side Markdown table of two runs: one row per metric, values in %, and B - A.
 
@@ -193,8 +194,8 @@ def compare_table(
         ("precision", ma["precision"], mb["precision"]),
         ("recall", ma["recall"], mb["recall"]),
     ]
-    for c in SEMANTIC_KITTI.paper_table_order:
-        n = SEMANTIC_KITTI.names[c]
+    for c in labels.paper_table_order:
+        n = labels.names[c]
         rows.append((n, ma["iou"].get(n), mb["iou"].get(n)))
     lines = [
         f"| metric (%) | {names[0]} | {names[1]} | {names[1]} - {names[0]} |",
@@ -240,7 +241,9 @@ def run_description(report: Mapping[str, Any]) -> str:
     return text
 
 
-def plot_class_iou(report: Mapping[str, Any], path: Path, *, title: str | None = None) -> Path:
+def plot_class_iou(
+    report: Mapping[str, Any], path: Path, *, title: str | None = None, labels: LabelMap = SEMANTIC_KITTI
+) -> Path:
     """Bar chart of per-class IoU (classes in Table I order, bars in class colours) as PNG.
 
     The title says which run (live or offline, how many frames, checkpoint, bag); a legend
@@ -253,10 +256,10 @@ def plot_class_iou(report: Mapping[str, Any], path: Path, *, title: str | None =
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
 
-    order = SEMANTIC_KITTI.paper_table_order
-    names = [SEMANTIC_KITTI.names[c] for c in order]
+    order = labels.paper_table_order
+    names = [labels.names[c] for c in order]
     values = [100.0 * (report["metrics"]["iou"][n] or 0.0) for n in names]
-    colours = SEMANTIC_KITTI.colors_rgb[list(order)] / 255.0
+    colours = labels.colors_rgb[list(order)] / 255.0
     fig = Figure(figsize=(11, 5.5), dpi=100)
     ax = fig.add_subplot()
     bars = ax.bar(range(len(names)), values, color=colours, edgecolor="black", linewidth=0.5)
@@ -267,7 +270,7 @@ def plot_class_iou(report: Mapping[str, Any], path: Path, *, title: str | None =
     miou = report["metrics"]["miou"]
     ax.axhline(100.0 * (miou or 0.0), color="black", linestyle="--", linewidth=1)
     ax.legend(
-        handles=[Line2D([], [], color="black", linestyle="--", label=f"mIoU {_pct(miou)} % (mean of the 19 classes)"),
+        handles=[Line2D([], [], color="black", linestyle="--", label=f"mIoU {_pct(miou)} % (mean of the {labels.num_classes - 1} classes)"),
                  Patch(facecolor="white", edgecolor="black", label="bar colour = the class colour of the renders")],
         loc="upper right", fontsize=10,
     )

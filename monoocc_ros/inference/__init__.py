@@ -1,5 +1,15 @@
 """Inference backends behind one interface (predict, warm-up, release, backend name); see :mod:`.backends`."""
 
-from monoocc_ros.inference.backends import BACKENDS, Backend, BackendError, artefact_path, build_backend
+from monoocc_ros.inference.backends import (
+    BACKENDS,
+    Backend,
+    BackendError,
+    artefact_path,
+    backend_artefact,
+    build_backend,
+    check_backend_options,
+    export_backend,
+)
 
-__all__ = ["BACKENDS", "Backend", "BackendError", "artefact_path", "build_backend"]
+__all__ = ["BACKENDS", "Backend", "BackendError", "artefact_path", "backend_artefact", "build_backend",
+           "check_backend_options", "export_backend"]

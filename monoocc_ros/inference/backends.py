@@ -1,11 +1,23 @@
-"""One interface for every way of running the student: eager PyTorch, ONNX Runtime, TensorRT.
+"""One interface for every way of running the student: eager PyTorch, ONNX Runtime, TensorRT, AOTInductor.
 
 Each backend is built from the model itself and answers ``predict(image, K, T_cam_grid) ->
-Prediction``, ``warmup(image_hw)``, ``release()`` and ``backend_name``. Artefacts of the ahead-of-time
-backends (an ONNX file, a TensorRT engine) live next to the checkpoint, named by the checkpoint's
-hash, the backend and the image size, so a changed checkpoint gets new ones and an unchanged one
-reuses them: they are built once (``monoocc export`` or the first start) and never rebuilt while
-current.
+Prediction``, ``warmup(image_hw)``, ``release()`` and ``backend_name``. The ahead-of-time backends
+compile only the model's dense stages (:mod:`.stages`) and run the rest on the model's own path.
+
+Their artefacts live next to the checkpoint, named by the checkpoint's hash, the backend, the image
+size and (AOTInductor, TensorRT) the precision, so a changed checkpoint gets new ones and an
+unchanged one reuses them; they are built once and never rebuilt while current:
+
+| backend | precision | built by | at node start when missing |
+|---|---|---|---|
+| eager | fp32, bf16 (CPU/CUDA), fp16 (CUDA) | nothing to build | - |
+| onnxruntime | fp32 | ``monoocc export`` or the first start (seconds) | exported |
+| tensorrt | fp16, fp32 (CUDA) | ``monoocc export --backend tensorrt`` or the first start | built |
+| aotinductor | fp32, bf16 (CPU); + fp16 (CUDA) | ``monoocc export --backend aotinductor`` (minutes) | refused, one line |
+
+AOTInductor compiles C++ for minutes, so a missing package is never compiled at start-up: the node
+refuses to configure with one line naming the ``monoocc export`` command (a silent fall-back to
+eager would run a different speed than the operator asked for).
 
 Example:
     >>> backend = build_backend("onnxruntime", model, checkpoint_path=Path("student.pt"), image_hw=(185, 613))
@@ -20,9 +32,17 @@ from typing import Protocol
 
 import numpy as np
 
-__all__ = ["BACKENDS", "Backend", "BackendError", "artefact_path", "build_backend"]
+__all__ = ["BACKENDS", "Backend", "BackendError", "artefact_path", "backend_artefact", "build_backend",
+           "check_backend_options", "export_backend"]
 
-BACKENDS = ("eager", "onnxruntime", "tensorrt")
+BACKENDS = ("eager", "onnxruntime", "tensorrt", "aotinductor")
+# precisions each backend runs, per device type
+_PRECISIONS = {
+    "eager": {"cpu": ("fp32", "bf16"), "cuda": ("fp32", "bf16", "fp16")},
+    "onnxruntime": {"cpu": ("fp32",), "cuda": ("fp32",)},
+    "tensorrt": {"cpu": (), "cuda": ("fp16", "fp32")},
+    "aotinductor": {"cpu": ("fp32", "bf16"), "cuda": ("fp32", "bf16", "fp16")},
+}
 
 
 class BackendError(RuntimeError):
@@ -50,6 +70,61 @@ def artefact_path(checkpoint_path: Path, backend: str, image_hw: tuple[int, int]
     return checkpoint_path.with_name(name)
 
 
+def backend_artefact(name: str, checkpoint_path: Path, image_hw: tuple[int, int], precision: str) -> Path:
+    """The cached artefact of backend ``name`` (the trunk stage's file; the other stages sit beside it)."""
+    if name == "onnxruntime":
+        suffix = ".onnx"  # one fp32 graph serves every precision that onnxruntime runs
+    elif name == "tensorrt":
+        suffix = f".{precision}.engine"
+    else:
+        suffix = f".{precision}.pt2"
+    return artefact_path(Path(checkpoint_path), name, tuple(image_hw), False, suffix)
+
+
+def check_backend_options(name: str, device: str = "cpu", precision: str = "fp32", channels_last: bool = False) -> None:
+    """Refuse a combination the backend cannot run, in one line naming it (before any loading).
+
+    Raises:
+        ValueError: unknown backend, or a precision / layout the backend does not take.
+        BackendError: the backend needs hardware this machine lacks (TensorRT without CUDA).
+    """
+    if name not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {name!r}")
+    kind = "cuda" if str(device).startswith("cuda") else "cpu"
+    if name == "tensorrt":
+        import torch
+
+        if kind != "cuda" or not torch.cuda.is_available():
+            raise BackendError("backend tensorrt needs a CUDA GPU and the tensorrt package; this machine has no CUDA device")
+    allowed = _PRECISIONS[name][kind]
+    if precision not in allowed:
+        why = " (fp16 needs a CUDA device)" if precision == "fp16" and kind == "cpu" else ""
+        raise ValueError(f"backend {name} on {kind} runs precision {' or '.join(allowed)}, not {precision!r}{why}")
+    if channels_last and name != "eager":
+        raise ValueError(f"channels_last is an option of the eager backend; {name} fixes its layout when it is built")
+
+
+def export_backend(name: str, model, *, checkpoint_path: Path, image_hw: tuple[int, int], precision: str = "fp32",
+                   config_name: str = "", output: Path | None = None) -> Path:
+    """Build the artefact of an ahead-of-time backend (``monoocc export``); returns its path.
+
+    ``output`` overrides the cache path next to the checkpoint.
+    """
+    from monoocc_ros import export
+
+    path = Path(output) if output is not None else backend_artefact(name, checkpoint_path, image_hw, precision)
+    if name == "onnxruntime":
+        return export.export_onnx(model, path, image_hw=image_hw, config_name=config_name)
+    if name == "aotinductor":
+        return export.export_aotinductor(model, path, image_hw=image_hw, precision=precision, config_name=config_name)
+    if name == "tensorrt":
+        onnx = backend_artefact("onnxruntime", checkpoint_path, image_hw, "fp32")
+        if not export.is_current("onnxruntime", onnx):
+            export.export_onnx(model, onnx, image_hw=image_hw, config_name=config_name)
+        return export.build_tensorrt_engine(onnx, path, fp16=precision != "fp32")
+    raise ValueError(f"backend {name} has nothing to export")
+
+
 def build_backend(
     name: str,
     model,
@@ -70,45 +145,45 @@ def build_backend(
 
     Raises:
         ValueError: unknown backend, or an option the backend does not take.
-        BackendError: the backend cannot run on this machine (no CUDA for TensorRT, no onnxruntime ...).
+        BackendError: the backend cannot run on this machine (no CUDA for TensorRT, no onnxruntime ...),
+            or its artefact must be built first (AOTInductor).
     """
-    if name not in BACKENDS:
-        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {name!r}")
+    check_backend_options(name, device, precision, channels_last)
     if name == "eager":
         from monoocc_ros.predictor import Predictor
 
         return Predictor(model, device=device, precision=precision, confidence=confidence, channels_last=channels_last)
     if image_hw is None or not all(image_hw) or checkpoint_path is None:
         raise ValueError(f"backend {name} is built for one image size: give image_hw (H, W) and the checkpoint path")
-    if name == "tensorrt":
-        import torch
+    image_hw = tuple(image_hw)
+    checkpoint_path = Path(checkpoint_path)
+    path = backend_artefact(name, checkpoint_path, image_hw, precision)
+    from monoocc_ros.inference import runtimes
 
-        if not str(device).startswith("cuda") or not torch.cuda.is_available():
-            raise BackendError("backend tensorrt needs a CUDA GPU and the tensorrt package; this machine has no CUDA device")
-    elif precision != "fp32":
-        raise ValueError(f"backend onnxruntime runs the fp32 graph; precision {precision!r} is for eager")
-    onnx = _onnx_artefact(model, Path(checkpoint_path), tuple(image_hw), confidence, config_name)
+    from monoocc_ros.export import is_current
+
+    if name == "aotinductor":
+        if not is_current(name, path):
+            h, w = image_hw
+            raise BackendError(
+                f"backend aotinductor: {path.name} is not built (or is stale) for this checkpoint, image size, "
+                "precision and torch version; build "
+                f"it once with `monoocc export --checkpoint {checkpoint_path} --backend aotinductor --image-hw {h}x{w} "
+                f"--precision {precision}` (minutes; never compiled at start-up)"
+            )
+        try:
+            return runtimes.AotPredictor(path, model, device=device, confidence=confidence)
+        except (OSError, RuntimeError, ValueError) as err:
+            raise BackendError(f"backend aotinductor: {' '.join(str(err).split())}") from err
     if name == "onnxruntime":
-        from monoocc_ros.export import OnnxPredictor
-
+        try:
+            import onnxruntime  # noqa: F401
+        except ImportError as err:
+            raise BackendError(f"backend onnxruntime needs the onnxruntime package ({err})") from err
+    if not is_current(name, path):  # content-addressed: present in this format means current
+        export_backend(name, model, checkpoint_path=checkpoint_path, image_hw=image_hw, precision=precision,
+                       config_name=config_name)
+    if name == "onnxruntime":
         providers = ("CUDAExecutionProvider", "CPUExecutionProvider") if str(device).startswith("cuda") else ("CPUExecutionProvider",)
-        return OnnxPredictor(onnx, providers=providers)
-    from monoocc_ros.export import TensorRTPredictor, build_tensorrt_engine
-
-    engine = artefact_path(Path(checkpoint_path), "tensorrt", tuple(image_hw), confidence, f".{precision}.engine")
-    if not engine.is_file():
-        build_tensorrt_engine(onnx, engine, fp16=precision != "fp32")
-    return TensorRTPredictor(engine, device=device)
-
-
-def _onnx_artefact(model, checkpoint_path: Path, image_hw: tuple[int, int], confidence: bool, config_name: str) -> Path:
-    try:
-        import onnxruntime  # noqa: F401
-    except ImportError as err:
-        raise BackendError(f"backend onnxruntime needs the onnxruntime package ({err})") from err
-    from monoocc_ros.export import export_onnx
-
-    path = artefact_path(checkpoint_path, "onnxruntime", image_hw, confidence, ".onnx")
-    if not path.is_file():  # content-addressed: present means current
-        export_onnx(model, path, image_hw=image_hw, with_confidence=confidence, config_name=config_name)
-    return path
+        return runtimes.OnnxPredictor(path, model, providers=providers, device=device, confidence=confidence)
+    return runtimes.TensorRTPredictor(path, model, device=device, precision=precision, confidence=confidence)

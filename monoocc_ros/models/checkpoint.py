@@ -89,7 +89,11 @@ def build_model_from_checkpoint(ckpt: dict[str, Any]):
     """(MonoOccStudent with the checkpoint's weights loaded strictly, its ModelConfig)."""
     from monoocc_ros.models.monoocc import MonoOccStudent
 
-    cfg: ModelConfig = model_config_from_dict(ckpt["model_config"])
+    try:
+        # configs stored before a field existed (grid, labels, trunk.depth ...) take its default
+        cfg: ModelConfig = model_config_from_dict(ckpt["model_config"])
+    except ValueError as exc:  # ConfigError and the configs' own checks
+        raise CheckpointError(f"checkpoint config {ckpt.get('config_name')!r} is invalid: {exc}") from None
     model = MonoOccStudent(cfg)
     state = clean_state_dict(ckpt["model"])
     try:

@@ -1,20 +1,30 @@
 """Typed model configurations and the named variants ``monoocc_s`` and ``tiny``.
 
 A variant is a function returning a :class:`ModelConfig`; ``MODEL_CONFIGS`` maps names to them.
-Configurations round-trip through plain dicts (``dataclasses.asdict`` / :func:`model_config_from_dict`)
-so checkpoints can store them; unknown keys are rejected.
+Configurations round-trip through plain dicts (``dataclasses.asdict`` / :func:`model_config_from_dict`,
+read by the project's one typed loader :mod:`monoocc_ros.config_io`) so checkpoints can store them;
+unknown keys are rejected, missing ones take the defaults (so configs stored before a field existed
+load as they were). The output grid (``grid``) and the label set (``labels``) are part of the
+config: another grid or label set is a config change, e.g. ``get_model_config("tiny",
+["grid.size=[128,128,16]", "grid.voxel_size_m=0.4", "labels=five.yaml", "head.num_classes=5"])``.
 
 Example:
     >>> cfg = get_model_config("tiny")
-    >>> cfg.voxel.embed_dim
-    16
+    >>> cfg.voxel.embed_dim, cfg.grid.size, cfg.coarse_grid.size, cfg.labels
+    (16, (256, 256, 32), (128, 128, 16), 'semantic_kitti')
+    >>> get_model_config("tiny", ["grid.size=[128,128,16]", "grid.voxel_size_m=0.4"]).coarse_grid.size
+    (64, 64, 8)
 """
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
+
+from monoocc_ros.config_io import apply_overrides, from_mapping
+from monoocc_ros.grid import VoxelGrid
+from monoocc_ros.labels import LabelMap, load_label_set
 
 __all__ = [
     "TrunkConfig",
@@ -30,27 +40,49 @@ __all__ = [
     "get_model_config",
     "model_config_from_dict",
     "model_config_to_dict",
+    "RESNET_BLOCKS",
 ]
 
 PROPOSAL_MODES = ("monocular", "all", "external")
 QUERY_EMBEDDINGS = ("per_voxel", "factorized")
+RESNET_BLOCKS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
+"""Bottleneck blocks per stage of the torchvision ResNets the trunk factory builds."""
 
 
 @dataclass(frozen=True)
 class TrunkConfig:
-    """ResNet trunk cut after ``num_stages`` stages (3 = layer3, stride 16).
+    """ResNet trunk cut after ``num_stages`` stages (3 = layer3, stride 16); built by ``build_trunk``.
 
     Attributes:
-        blocks: bottleneck blocks per stage; (3, 4, 6) is ResNet-50 up to layer3.
+        blocks: bottleneck blocks per stage; (3, 4, 6) is ResNet-50 up to layer3. Used when
+            ``depth`` is 0.
         base_width: channels of the stem and of layer1's bottleneck (64 in torchvision).
         num_stages: how many of layer1..layer4 to build.
         frozen_stages: 1 freezes the stem and layer1 (official setup); 0 freezes only nothing.
+        depth: 50 or 101 takes the blocks of that torchvision ResNet (``blocks`` is then ignored);
+            0 (default, and every config stored before this field) uses ``blocks``.
     """
 
     blocks: tuple[int, ...] = (3, 4, 6)
     base_width: int = 64
     num_stages: int = 3
     frozen_stages: int = 1
+    depth: int = 0
+
+    def __post_init__(self):
+        if self.depth and self.depth not in RESNET_BLOCKS:
+            raise ValueError(f"trunk.depth must be 0 or one of {sorted(RESNET_BLOCKS)}, got {self.depth}")
+        if not 1 <= self.num_stages <= 4 or len(self.stage_blocks) != self.num_stages:
+            raise ValueError(
+                f"trunk.num_stages={self.num_stages} needs 1..4 stages with a block count each, "
+                f"blocks={self.blocks}, depth={self.depth}"
+            )
+
+    @property
+    def stage_blocks(self) -> tuple[int, ...]:
+        """Blocks of the stages actually built."""
+        blocks = RESNET_BLOCKS[self.depth] if self.depth else self.blocks
+        return tuple(blocks[: self.num_stages])
 
     @property
     def out_channels(self) -> int:
@@ -161,7 +193,7 @@ class HeadConfig:
     """Occupancy head: trilinear x2 -> LayerNorm -> Linear(C, num_classes).
 
     Attributes:
-        num_classes: 20 SemanticKITTI train ids.
+        num_classes: train ids of the label set including empty (20 for SemanticKITTI).
         chunk_x: output x-slabs processed at once by the inference (argmax) path.
     """
 
@@ -171,7 +203,14 @@ class HeadConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """The whole student: one section per stage."""
+    """The whole student: one section per stage, the output grid and the label set.
+
+    Attributes:
+        grid: the output grid (voxel counts, voxel size, origin in the grid frame); the voxel
+            stage works on :attr:`coarse_grid`, the same extent at half resolution.
+        labels: label set name (``semantic_kitti`` = ``monoocc_ros/semantic_kitti.yaml``) or the
+            path of a label YAML file; ``head.num_classes`` must equal its class count.
+    """
 
     trunk: TrunkConfig = field(default_factory=TrunkConfig)
     neck: NeckConfig = field(default_factory=NeckConfig)
@@ -179,6 +218,8 @@ class ModelConfig:
     proposal: ProposalConfig = field(default_factory=ProposalConfig)
     sem_decoder: SemDecoderConfig = field(default_factory=SemDecoderConfig)
     head: HeadConfig = field(default_factory=HeadConfig)
+    grid: VoxelGrid = field(default_factory=VoxelGrid)
+    labels: str = "semantic_kitti"
 
     def __post_init__(self):
         if self.neck.out_channels != self.voxel.embed_dim:
@@ -186,6 +227,31 @@ class ModelConfig:
                 f"neck.out_channels ({self.neck.out_channels}) must equal voxel.embed_dim "
                 f"({self.voxel.embed_dim}): image features are the attention values"
             )
+        # the voxel stage runs at half resolution; the proposal net halves the plane three more times
+        if any(n % 2 for n in self.grid.size) or any(n % 8 for n in self.grid.size[:2]):
+            raise ValueError(
+                f"grid.size {self.grid.size}: X and Y must be multiples of 8 and Z even "
+                "(coarse stage at half resolution, proposal net down to 1/8 of the plane)"
+            )
+
+    @property
+    def coarse_grid(self) -> VoxelGrid:
+        """The voxel stage's grid: same extent, half the voxels per axis (128x128x16 for SemanticKITTI)."""
+        return self.grid.half()
+
+    def label_set(self) -> LabelMap:
+        """The label set named by ``labels``, checked against ``head.num_classes``.
+
+        Raises:
+            ValueError: unknown name / unreadable file, or a class count other than the head's.
+        """
+        label_set = load_label_set(self.labels)
+        if label_set.num_classes != self.head.num_classes:
+            raise ValueError(
+                f"labels {self.labels!r} has {label_set.num_classes} classes but head.num_classes is "
+                f"{self.head.num_classes}: set both"
+            )
+        return label_set
 
 
 def monoocc_s() -> ModelConfig:
@@ -251,46 +317,29 @@ for _name in ("monoocc_s", "tiny"):
     MODEL_CONFIGS[f"{_name}_ica"] = ablated(MODEL_CONFIGS[_name], ica=True, sem2d=False)
 
 
-def get_model_config(name: str) -> ModelConfig:
-    """The named variant's configuration (KeyError lists the known names)."""
+def get_model_config(name: str, overrides: Sequence[str] = ()) -> ModelConfig:
+    """The named variant's configuration, then dotted ``key=value`` overrides (``grid.voxel_size_m=0.4``).
+
+    Raises:
+        KeyError: unknown name (the message lists the known ones).
+        ConfigError: an override names no field or has the wrong type.
+    """
     if name not in MODEL_CONFIGS:
         raise KeyError(f"unknown model config {name!r}; known: {sorted(MODEL_CONFIGS)}")
-    return MODEL_CONFIGS[name]()
+    cfg = MODEL_CONFIGS[name]()
+    return apply_overrides(cfg, list(overrides), source=f"model {name} overrides") if overrides else cfg
 
 
 def model_config_to_dict(cfg: ModelConfig) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
 
 
-def _build(cls, data: dict[str, Any], where: str):
-    if not isinstance(data, dict):
-        raise TypeError(f"{where} must be a mapping, got {type(data).__name__}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        raise ValueError(f"unknown key(s) in {where}: {unknown}; allowed: {sorted(fields)}")
-    kwargs = {}
-    for name, value in data.items():
-        sub = _SECTIONS.get(name) if cls is ModelConfig else None
-        if sub is not None:
-            kwargs[name] = _build(sub, value, f"{where}.{name}")
-        elif isinstance(value, list):
-            kwargs[name] = tuple(value)
-        else:
-            kwargs[name] = value
-    return cls(**kwargs)
-
-
-_SECTIONS = {
-    "trunk": TrunkConfig,
-    "neck": NeckConfig,
-    "voxel": VoxelStageConfig,
-    "proposal": ProposalConfig,
-    "sem_decoder": SemDecoderConfig,
-    "head": HeadConfig,
-}
-
-
 def model_config_from_dict(data: dict[str, Any]) -> ModelConfig:
-    """Inverse of ``dataclasses.asdict``; missing keys take defaults, unknown keys raise ValueError."""
-    return _build(ModelConfig, data, "model_config")
+    """Inverse of ``dataclasses.asdict`` (configs stored in checkpoints); missing keys take defaults.
+
+    Raises:
+        ConfigError: an unknown key (a ValueError).
+        TypeError: a value of the wrong type (stored configs are never text to convert).
+        ValueError: a value the config's own checks reject.
+    """
+    return from_mapping(ModelConfig, data, exact=True)

@@ -7,8 +7,11 @@ is most of a frame. This kernel walks the queries once, reads each corner's Dh c
 row of the (S, heads * Dh) value rows and accumulates ``weight * bilinear * value`` in registers.
 
 Occupancy head: trilinear x2 upsampling, LayerNorm, the classifier and the argmax (and confidence) per
-output voxel in one pass, reading the (X, Y, Z, C) voxel rows and writing only the uint8 labels, where
-the tensor version writes and re-reads the upsampled features and the logits of 2 M voxels.
+output voxel in one pass, writing only the uint8 labels, where the tensor version writes and re-reads the
+upsampled features and the logits of 2 M voxels. Upsampling is linear and its weights sum to one, so the
+classifier is applied once per input voxel (to the channel-centred rows, a (Q, C) x (C, K) GEMM) and the
+kernel interpolates those K projections and the C centred channels (for the LayerNorm's variance) instead
+of computing a K x C product for each of the 8x as many output voxels.
 
 Both are a hundred lines of C, compiled on first use with the system C compiler (``cc -O3 -march=native
 -fopenmp``) into a per-user cache and loaded with ctypes; ctypes releases the GIL during the call. Where
@@ -29,11 +32,14 @@ from torch import Tensor
 
 from monoocc_ros.native import NativeLibrary
 
-__all__ = ["load", "usable", "deform_sample", "occupancy_head", "kernel_status"]
+__all__ = ["load", "usable", "deform_sample", "occupancy_head", "kernel_status", "checked"]
 
 _SOURCE = r"""
 #include <math.h>
 #include <stdint.h>
+#ifdef __AVX512F__
+#include <immintrin.h>
+#endif
 
 /* value: (S, N*D) rows, S = H*W row-major; loc: (N, P, 2, m) pixel coordinates (x, y);
    weight: (N, P, m); out: (m, N*D) rows. Queries [q0, q1). */
@@ -96,92 +102,102 @@ static void axis(int64_t n, int64_t o, int64_t* lo, int64_t* hi, float* w) {
   *w = (float)(src - (double)l);
 }
 
-/* acc[oz] = sum over channels c of wk[c] * u[c][oz]: one class's un-normalised logit along a z line
-   (both the argmax pass and the softmax pass of the head use it, in the same order). */
-static inline void class_dot(const float* wk, const float* u, int64_t C, int64_t ZO, float* acc) {
-  #pragma omp simd
-  for (int64_t oz = 0; oz < ZO; ++oz) acc[oz] = 0.f;
-  for (int64_t c = 0; c < C; ++c) {
-    const float wkc = wk[c];
-    const float* uc = u + c * ZO;
-    #pragma omp simd
-    for (int64_t oz = 0; oz < ZO; ++oz) acc[oz] += wkc * uc[oz];
+/* The z-line of one channel at output column (ox, oy): bilinear in (x, y) from the four input lines
+   (each Z contiguous floats of a (X, Y, n, Z) array), then linear along z into ZO outputs. */
+static inline __attribute__((always_inline)) void zline(
+    const float* src, int64_t n, int64_t ch, int64_t Y, int64_t Z, int64_t x0, int64_t x1, int64_t y0, int64_t y1,
+    float wx, float wy, const int32_t* zlo, const int32_t* zhi, const float* wzs, int64_t ZO, float* out) {
+  const float* r00 = src + ((x0 * Y + y0) * n + ch) * Z;
+  const float* r01 = src + ((x0 * Y + y1) * n + ch) * Z;
+  const float* r10 = src + ((x1 * Y + y0) * n + ch) * Z;
+  const float* r11 = src + ((x1 * Y + y1) * n + ch) * Z;
+#ifdef __AVX512F__
+  if (Z <= 16) {  /* the line is one register; the z step is two permutes per 16 outputs */
+    const __mmask16 m = (__mmask16)((1u << Z) - 1u);
+    const __m512 a00 = _mm512_maskz_loadu_ps(m, r00), a01 = _mm512_maskz_loadu_ps(m, r01);
+    const __m512 a10 = _mm512_maskz_loadu_ps(m, r10), a11 = _mm512_maskz_loadu_ps(m, r11);
+    const __m512 vx = _mm512_set1_ps(wx), vy = _mm512_set1_ps(wy);
+    const __m512 b0 = _mm512_fmadd_ps(vx, _mm512_sub_ps(a10, a00), a00);
+    const __m512 b1 = _mm512_fmadd_ps(vx, _mm512_sub_ps(a11, a01), a01);
+    const __m512 line = _mm512_fmadd_ps(vy, _mm512_sub_ps(b1, b0), b0);
+    for (int64_t o = 0; o < ZO; o += 16) {  /* zlo, zhi and wzs are padded to a multiple of 16 */
+      const __m512 lo = _mm512_permutexvar_ps(_mm512_loadu_si512(zlo + o), line);
+      const __m512 hi = _mm512_permutexvar_ps(_mm512_loadu_si512(zhi + o), line);
+      _mm512_storeu_ps(out + o, _mm512_fmadd_ps(_mm512_loadu_ps(wzs + o), _mm512_sub_ps(hi, lo), lo));
+    }
+    return;
   }
+#endif
+  float line[32];
+  for (int64_t z = 0; z < Z; ++z) {
+    const float a0 = r00[z] + wx * (r10[z] - r00[z]);
+    const float a1 = r01[z] + wx * (r11[z] - r01[z]);
+    line[z] = a0 + wy * (a1 - a0);
+  }
+  for (int64_t oz = 0; oz < ZO; ++oz) out[oz] = line[zlo[oz]] + wzs[oz] * (line[zhi[oz]] - line[zlo[oz]]);
 }
 
-/* x: (X, Y, Z, C) rows; weight: (K, C) classifier with the LayerNorm scale folded in; bias: (K);
-   labels/conf: (2X, 2Y, 2Z) uint8, conf may be NULL. One output z-line (2Z voxels) at a time, with the
-   voxels as the vector lanes: no reduction runs across lanes. */
-void occupancy_head(const float* x, const float* weight, const float* bias, uint8_t* labels, uint8_t* conf,
+/* cen: (X, Y, C, Z) voxel features; zr: (X, Y, K, Z) the classifier W (LayerNorm scale folded in) applied
+   to them; wsum: (K) row sums of W; bias: (K); labels/conf: (2X, 2Y, 2Z) uint8, conf may be NULL.
+   Upsampling is linear, so for an upsampled voxel u = sum_j a_j v_j, W u = sum_j a_j W v_j = interp(zr) and
+     logits = bias + rstd(u) * (W u - mean(u) W 1)
+   Only the C channels (for the LayerNorm's statistics) and the K projections are interpolated, not a
+   K x C product per output voxel. One output z-line (2Z voxels) at a time, voxels as vector lanes. */
+void occupancy_head(const float* cen, const float* zr, const float* wsum, const float* bias, uint8_t* labels, uint8_t* conf,
                     int64_t X, int64_t Y, int64_t Z, int64_t C, int64_t K, float eps, int threads) {
   const int64_t XO = 2 * X, YO = 2 * Y, ZO = 2 * Z;
   if (ZO > 64 || C > 256 || K > 256) return;
-  int64_t zlo[64], zhi[64];
-  float wzs[64];
-  for (int64_t oz = 0; oz < ZO; ++oz) axis(Z, oz, &zlo[oz], &zhi[oz], &wzs[oz]);
+  int32_t zlo[64 + 16] = {0}, zhi[64 + 16] = {0};
+  float wzs[64 + 16] = {0};
+  for (int64_t oz = 0; oz < ZO; ++oz) {
+    int64_t lo, hi;
+    axis(Z, oz, &lo, &hi, &wzs[oz]);
+    zlo[oz] = (int32_t)lo;
+    zhi[oz] = (int32_t)hi;
+  }
   #pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
   for (int64_t ox = 0; ox < XO; ++ox) {
-    float line[32 * 256];  /* (Z, C): the (x, y)-interpolated input line */
-    float u[256 * 64];     /* (C, ZO) */
-    float mean[64], rstd[64], best_v[64], acc[64];
+    float u[256][64 + 16];  /* (C, ZO) upsampled centred channels, then (K, ZO) logits */
+    float mean[64], acc[64], rstd[64], best_v[64];
     int32_t best_k[64];
     int64_t x0, x1; float wx;
     axis(X, ox, &x0, &x1, &wx);
     for (int64_t oy = 0; oy < YO; ++oy) {
       int64_t y0, y1; float wy;
       axis(Y, oy, &y0, &y1, &wy);
-      const float* r00 = x + (x0 * Y + y0) * Z * C;
-      const float* r01 = x + (x0 * Y + y1) * Z * C;
-      const float* r10 = x + (x1 * Y + y0) * Z * C;
-      const float* r11 = x + (x1 * Y + y1) * Z * C;
-      /* linear along x, then y, then z, as the tensor version does */
-      #pragma omp simd
-      for (int64_t i = 0; i < Z * C; ++i) {
-        const float a0 = r00[i] + wx * (r10[i] - r00[i]);
-        const float a1 = r01[i] + wx * (r11[i] - r01[i]);
-        line[i] = a0 + wy * (a1 - a0);
-      }
       for (int64_t oz = 0; oz < ZO; ++oz) { mean[oz] = 0.f; acc[oz] = 0.f; }
       for (int64_t c = 0; c < C; ++c) {
-        float* uc = u + c * ZO;
+        zline(cen, C, c, Y, Z, x0, x1, y0, y1, wx, wy, zlo, zhi, wzs, ZO, u[c]);
         #pragma omp simd
-        for (int64_t oz = 0; oz < ZO; ++oz) {
-          const float lo = line[zlo[oz] * C + c], hi = line[zhi[oz] * C + c];
-          uc[oz] = lo + wzs[oz] * (hi - lo);
-          mean[oz] += uc[oz];
-        }
+        for (int64_t oz = 0; oz < ZO; ++oz) mean[oz] += u[c][oz];
       }
       #pragma omp simd
       for (int64_t oz = 0; oz < ZO; ++oz) mean[oz] /= (float)C;
       for (int64_t c = 0; c < C; ++c) {
-        float* uc = u + c * ZO;
         #pragma omp simd
-        for (int64_t oz = 0; oz < ZO; ++oz) { uc[oz] -= mean[oz]; acc[oz] += uc[oz] * uc[oz]; }
+        for (int64_t oz = 0; oz < ZO; ++oz) { const float d = u[c][oz] - mean[oz]; acc[oz] += d * d; }
       }
       #pragma omp simd
       for (int64_t oz = 0; oz < ZO; ++oz) rstd[oz] = 1.f / sqrtf(acc[oz] / (float)C + eps);
       uint8_t* lab = labels + (ox * YO + oy) * ZO;
       for (int64_t k = 0; k < K; ++k) {
-        class_dot(weight + k * C, u, C, ZO, acc);
+        float* l = u[k];
+        zline(zr, K, k, Y, Z, x0, x1, y0, y1, wx, wy, zlo, zhi, wzs, ZO, l);
         #pragma omp simd
         for (int64_t oz = 0; oz < ZO; ++oz) {
-          const float l = bias[k] + rstd[oz] * acc[oz];
-          const int take = (k == 0) || (l > best_v[oz]);  /* first maximum wins, as argmax */
-          best_v[oz] = take ? l : best_v[oz];
+          l[oz] = bias[k] + rstd[oz] * (l[oz] - mean[oz] * wsum[k]);
+          const int take = (k == 0) || (l[oz] > best_v[oz]);  /* first maximum wins, as argmax */
+          best_v[oz] = take ? l[oz] : best_v[oz];
           best_k[oz] = take ? (int32_t)k : best_k[oz];
         }
       }
       for (int64_t oz = 0; oz < ZO; ++oz) lab[oz] = (uint8_t)best_k[oz];
-      if (conf) {
-        /* second pass over the classes for the softmax's denominator */
-        float total[64];
-        for (int64_t oz = 0; oz < ZO; ++oz) total[oz] = 0.f;
-        for (int64_t k = 0; k < K; ++k) {
-          class_dot(weight + k * C, u, C, ZO, acc);
-          for (int64_t oz = 0; oz < ZO; ++oz) total[oz] += expf(bias[k] + rstd[oz] * acc[oz] - best_v[oz]);
-        }
+      if (conf) {  /* the softmax's denominator over the stored logits */
+        for (int64_t oz = 0; oz < ZO; ++oz) acc[oz] = 0.f;
+        for (int64_t k = 0; k < K; ++k)
+          for (int64_t oz = 0; oz < ZO; ++oz) acc[oz] += expf(u[k][oz] - best_v[oz]);
         uint8_t* cf = conf + (ox * YO + oy) * ZO;
-        for (int64_t oz = 0; oz < ZO; ++oz) cf[oz] = (uint8_t)nearbyintf(255.f / total[oz]);
+        for (int64_t oz = 0; oz < ZO; ++oz) cf[oz] = (uint8_t)nearbyintf(255.f / acc[oz]);
       }
     }
   }
@@ -193,7 +209,7 @@ def _declare(lib: ctypes.CDLL) -> None:
     i64 = ctypes.c_int64
     lib.deform_sample.argtypes = [ctypes.c_void_p] * 4 + [i64] * 6 + [ctypes.c_int]
     lib.deform_sample.restype = None
-    lib.occupancy_head.argtypes = [ctypes.c_void_p] * 5 + [i64] * 5 + [ctypes.c_float, ctypes.c_int]
+    lib.occupancy_head.argtypes = [ctypes.c_void_p] * 6 + [i64] * 5 + [ctypes.c_float, ctypes.c_int]
     lib.occupancy_head.restype = None
 
 
@@ -204,10 +220,24 @@ load = _LIBRARY.load
 
 def usable(*tensors: Tensor) -> bool:
     """True when the fused kernels can run on these tensors: CPU float32, the library built, and not
-    inside a trace or compile (an opaque ctypes call would be frozen into the graph as a constant)."""
+    inside a trace or compile (an opaque ctypes call would be frozen into the graph as a constant).
+    Autocast is fine: the wrappers compute everything they hand to C in float32 (autocast disabled)."""
     if torch.jit.is_tracing() or torch.compiler.is_compiling():
         return False
     return all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors) and load() is not None
+
+
+def checked(name: str, t: Tensor, shape: tuple[int, ...], dtype: torch.dtype = torch.float32) -> Tensor:
+    """``t`` unchanged if it is what a C kernel may read: a contiguous CPU tensor of ``dtype`` and
+    ``shape`` (-1: any size); else ValueError naming it. Every pointer handed to C goes through here:
+    a kernel reads raw memory, so a bf16 tensor (made under autocast) read as float32 is garbage and
+    runs past its end."""
+    if (t.device.type != "cpu" or t.dtype != dtype or not t.is_contiguous() or t.dim() != len(shape)
+            or any(want not in (-1, got) for want, got in zip(shape, t.shape))):
+        layout = "" if t.is_contiguous() else "non-contiguous "
+        raise ValueError(f"C kernel argument {name}: expected a contiguous CPU {dtype} tensor of shape {shape}, "
+                         f"got a {layout}{t.device.type} {t.dtype} tensor of shape {tuple(t.shape)}")
+    return t
 
 
 def kernel_status() -> str:
@@ -233,7 +263,11 @@ def deform_sample(value_rows: Tensor, map_hw: tuple[int, int], loc_px: Tensor, w
     N, P, _, m = loc_px.shape
     H, W = map_hw
     C = value_rows.shape[1]
-    value_rows, loc_px, weights = value_rows.contiguous(), loc_px.contiguous(), weights.contiguous()
+    if C % N:
+        raise ValueError(f"deform_sample: {C} value channels do not split into {N} heads")
+    value_rows = checked("value_rows", value_rows.contiguous(), (H * W, C))
+    loc_px = checked("loc_px", loc_px.contiguous(), (N, P, 2, m))
+    weights = checked("weights", weights.contiguous(), (N, P, m))
     out = torch.empty(m, C, dtype=torch.float32)
     lib.deform_sample(
         value_rows.data_ptr(), loc_px.data_ptr(), weights.data_ptr(), out.data_ptr(),
@@ -262,11 +296,19 @@ def occupancy_head(rows: Tensor, grid_size: tuple[int, int, int], weight: Tensor
     K, C = weight.shape
     if C > 256 or K > 256 or Z > 32:
         raise ValueError("the fused head supports at most 256 channels, 256 classes and 32 input z cells")
-    rows, weight, bias = rows.contiguous(), weight.contiguous().float(), bias.contiguous().float()
+    # the kernel is float32 throughout, so its projection is too: under bf16 autocast the matmul would
+    # otherwise return bf16, which the kernel read as float32 past the end of the buffer (a segfault)
+    with torch.autocast("cpu", enabled=False):
+        weight, bias = weight.float(), bias.float().contiguous()
+        # (X*Y, Z, C) rows -> (X*Y, C, Z) and their projections (X*Y, K, Z): z-lines contiguous for the kernel
+        lines = checked("rows", rows.float().reshape(X * Y, Z, C).transpose(1, 2).contiguous(), (X * Y, C, Z))
+        projected = checked("projected", torch.matmul(weight, lines), (X * Y, K, Z))
+        wsum = checked("wsum", weight.sum(1).contiguous(), (K,))
+    checked("bias", bias, (K,))
     labels = torch.empty(2 * X, 2 * Y, 2 * Z, dtype=torch.uint8)
     conf = torch.empty_like(labels) if with_confidence else None
     lib.occupancy_head(
-        rows.data_ptr(), weight.data_ptr(), bias.data_ptr(), labels.data_ptr(), conf.data_ptr() if conf is not None else None,
-        X, Y, Z, C, K, float(eps), torch.get_num_threads(),
+        lines.data_ptr(), projected.data_ptr(), wsum.data_ptr(), bias.data_ptr(), labels.data_ptr(),
+        conf.data_ptr() if conf is not None else None, X, Y, Z, C, K, float(eps), torch.get_num_threads(),
     )
     return labels, conf

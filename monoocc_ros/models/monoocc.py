@@ -1,4 +1,4 @@
-"""The MonoOcc-S student network: image -> 256x256x32 semantic occupancy logits.
+"""The MonoOcc-S student network: image -> semantic occupancy logits on ``cfg.grid`` (256x256x32).
 
 Pieces: ResNet trunk (to layer3) -> single-level FPN -> [monocular proposals] -> OccupancyBlock
 (DCA + mask token + DSA + ICA) -> OccupancyHead; a 2D semantic decoder for training.
@@ -15,11 +15,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from monoocc_ros.models.config import ModelConfig
+from monoocc_ros.models.config import ModelConfig, TrunkConfig
 from monoocc_ros.models.fpn import FPN
 from monoocc_ros.models.heads import OccupancyHead, SemDecoder
 from monoocc_ros.models.proposals import MonocularProposals
-from monoocc_ros.models.trunk import FrozenBatchNorm2d, ResNet
+from monoocc_ros.models.trunk import FrozenBatchNorm2d, build_trunk
 from monoocc_ros.models.voxel_transformer import OccupancyBlock, stage_timer
 
 __all__ = ["OccupancyNetwork", "MonoOccStudent", "lidar2img_from", "count_parameters", "IMAGENET_MEAN", "IMAGENET_STD"]
@@ -47,20 +47,30 @@ def count_parameters(module: nn.Module) -> int:
 
 class OccupancyNetwork(nn.Module):
     """The parts the student and the privileged teacher share: trunk, FPN neck, monocular
-    proposals, occupancy block, occupancy head and 2D semantic decoder (built from ``cfg``)."""
+    proposals, occupancy block, occupancy head and 2D semantic decoder (built from ``cfg``).
 
-    def __init__(self, cfg: ModelConfig):
+    Args:
+        cfg: the model config (sections, output grid, label set).
+        trunk: the image trunk's config when it differs from ``cfg.trunk`` (the teacher's deeper one).
+    """
+
+    def __init__(self, cfg: ModelConfig, trunk: TrunkConfig | None = None):
         super().__init__()
         self.cfg = cfg
         c = cfg.voxel.embed_dim
-        self.backbone = ResNet(cfg.trunk.blocks[: cfg.trunk.num_stages], cfg.trunk.base_width, cfg.trunk.frozen_stages)
+        self.backbone = build_trunk(cfg.trunk if trunk is None else trunk)
         self.neck = FPN(self.backbone.out_channels, cfg.neck.out_channels)
-        self.proposals = MonocularProposals(c, cfg.proposal) if cfg.proposal.mode == "monocular" else None
-        self.occupancy = OccupancyBlock(cfg.voxel)
+        self.proposals = MonocularProposals(c, cfg.proposal, cfg.grid) if cfg.proposal.mode == "monocular" else None
+        self.occupancy = OccupancyBlock(cfg.voxel, cfg.coarse_grid)
         self.head = OccupancyHead(c, cfg.head.num_classes, cfg.head.chunk_x)
         self.sem_decoder = SemDecoder(c, cfg.head.num_classes) if cfg.sem_decoder.enabled else None
         self.register_buffer("pixel_mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+    @property
+    def _coarse(self) -> str:
+        """The coarse grid's size as text for messages, e.g. "128, 128, 16"."""
+        return ", ".join(map(str, self.occupancy.grid_size))
 
     def image_features(self, image: Tensor) -> Tensor:
         """(B, 3, H, W) RGB in [0, 1] -> (B, C, H/16, W/16) FPN features (ImageNet-normalised inside)."""
@@ -98,9 +108,9 @@ class MonoOccStudent(OccupancyNetwork):
             elif mode == "all":
                 proposals = None
             elif proposals is None:
-                raise ValueError('proposal mode "external" needs proposals (B, 128, 128, 16) bool')
+                raise ValueError(f'proposal mode "external" needs proposals (B, {self._coarse}) bool')
         if proposals is not None and tuple(proposals.shape) != (B, *self.occupancy.grid_size):
-            raise ValueError(f"proposals must be (B, 128, 128, 16) bool, got {tuple(proposals.shape)}")
+            raise ValueError(f"proposals must be (B, {self._coarse}) bool, got {tuple(proposals.shape)}")
         # External (official) protocol: DCA runs on exactly the proposed voxels, however few, as
         # the official head does (none: every voxel keeps the mask token). Only the project's own
         # monocular stage falls back to the visible voxels below min_queries; that is reported.
@@ -127,7 +137,11 @@ class MonoOccStudent(OccupancyNetwork):
             image: (B, 3, H, W) float RGB in [0, 1].
             K: (B, 3, 3) intrinsics of that image.
             T_cam_grid: (B, 4, 4) grid (velodyne) frame -> camera optical frame.
-            proposals: (B, 128, 128, 16) bool, required in proposal mode "external", else ignored.
+            proposals: (B, X/2, Y/2, Z/2) bool on the coarse grid, required in proposal mode
+                "external", else ignored.
+
+        Shapes below are for the SemanticKITTI grid, (X, Y, Z) = ``cfg.grid.size`` = (256, 256, 32),
+        and 20 classes (``cfg.head.num_classes``).
 
         Returns:
             "voxel_features" (B, C, 128, 128, 16) ICA output (distillation target);

@@ -3,10 +3,13 @@
 Submodule names (``conv1``, ``bn1``, ``layer1.0.downsample.1`` ...) follow torchvision so that
 ImageNet state dicts load without renaming (see :func:`load_torchvision_state_dict`).
 
+The model builds its trunk with :func:`build_trunk` from a :class:`TrunkConfig` (ResNet-50/101 by
+``depth``, or any bottleneck counts by ``blocks``); every trunk has ``out_channels`` and ``stride``.
+
 Example:
-    >>> net = resnet(50, num_stages=3)
-    >>> net(torch.zeros(1, 3, 64, 64)).shape
-    torch.Size([1, 1024, 4, 4])
+    >>> net = build_trunk(TrunkConfig(depth=50))
+    >>> net(torch.zeros(1, 3, 64, 64)).shape, net.out_channels, net.stride
+    (torch.Size([1, 1024, 4, 4]), 1024, 16)
 """
 
 from __future__ import annotations
@@ -15,11 +18,18 @@ import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from monoocc_ros.models.config import RESNET_BLOCKS, TrunkConfig
 from monoocc_ros.models.state_dict import clean_state_dict
 
-__all__ = ["FrozenBatchNorm2d", "Bottleneck", "ResNet", "resnet", "load_torchvision_state_dict", "RESNET_BLOCKS"]
-
-RESNET_BLOCKS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
+__all__ = [
+    "FrozenBatchNorm2d",
+    "Bottleneck",
+    "ResNet",
+    "build_trunk",
+    "resnet",
+    "load_torchvision_state_dict",
+    "RESNET_BLOCKS",
+]
 
 
 class FrozenBatchNorm2d(nn.Module):
@@ -141,11 +151,20 @@ class ResNet(nn.Module):
         return x
 
 
+def build_trunk(cfg: TrunkConfig) -> ResNet:
+    """The image trunk a :class:`TrunkConfig` describes (a module with ``out_channels`` and ``stride``).
+
+    Shapes:
+        (B, 3, H, W) normalised image -> (B, cfg.out_channels, H/cfg.stride, W/cfg.stride).
+    """
+    return ResNet(cfg.stage_blocks, cfg.base_width, cfg.frozen_stages)
+
+
 def resnet(depth: int, *, num_stages: int = 3, frozen_stages: int = 1) -> ResNet:
     """torchvision-compatible ResNet-50/101 truncated after ``num_stages`` stages."""
     if depth not in RESNET_BLOCKS:
         raise ValueError(f"ResNet depth must be one of {sorted(RESNET_BLOCKS)}, got {depth}")
-    return ResNet(RESNET_BLOCKS[depth][:num_stages], 64, frozen_stages)
+    return build_trunk(TrunkConfig(depth=depth, num_stages=num_stages, frozen_stages=frozen_stages))
 
 
 def load_torchvision_state_dict(trunk: ResNet, state_dict: dict[str, Tensor]) -> dict[str, list[str]]:

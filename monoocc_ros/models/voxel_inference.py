@@ -14,7 +14,9 @@ that no large tensor is transposed:
   reads the transposed locations as a strided grid and the (heads, Dh, points, m) samples are
   weighted in place and summed;
 - the output projection, residual, LayerNorm, FFN and LayerNorm run on the chunk's rows while they are
-  in cache.
+  in cache;
+- for narrow models (C <= 64: ``tiny``) all of the above is one C pass per query instead
+  (:mod:`fused_layers`), with this operator chain as its fallback and reference.
 
 The module reads the layers' parameters; it owns none, so checkpoints are unchanged.
 """
@@ -25,10 +27,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from monoocc_ros.models import fused_layers
 from monoocc_ros.models.cpu_kernels import deform_sample
 from monoocc_ros.models.cpu_kernels import usable as kernels_usable
+from monoocc_ros.models.profiling import stage_timer
 
-__all__ = ["cross_attention_layer", "self_attention_layer", "post_attention", "chunk_size", "sample_weighted", "pixel_reference"]
+__all__ = ["forward_inference", "cross_attention_layer", "self_attention_layer", "post_attention", "chunk_size", "sample_weighted", "pixel_reference"]
 
 # Floats of all intermediates of one chunk (32 MB, within a server L3). Larger chunks also mean
 # fewer operator calls: each parallel call costs a thread barrier, which on a loaded machine (the
@@ -110,6 +114,8 @@ def self_attention_layer(layer: nn.Module, x: Tensor, pos: Tensor, pixel_ref: Te
     N, P, nq = attn.num_heads, attn.num_points, attn.num_queue
     # the flat voxel order is the row-major map: value rows are the map's pixels
     value = F.linear(x, attn.value_proj.weight, attn.value_proj.bias)
+    if fused_layers.supports(x, P, layer.ffn.fc1.out_features, nq, N):
+        return fused_layers.fused_layer(layer, attn, x, value, map_hw, pixel_ref, pos=pos, groups=nq)
     g_weight, g_bias = attn.sampling_offsets.weight, attn.sampling_offsets.bias[:, None]
     a_weight, a_bias = attn.attention_weights.weight, attn.attention_weights.bias[:, None]
     out = torch.empty_like(x)
@@ -156,6 +162,9 @@ def cross_attention_layer(
     N, P = sampler.num_heads, sampler.num_points
     # (C, Hf*Wf) -> (Hf*Wf, C) value rows
     value = torch.addmm(sampler.value_proj.bias, value_map.t(), sampler.value_proj.weight.t())
+    if fused_layers.supports(x, P, layer.ffn.fc1.out_features, 1, N):
+        visible = torch.zeros(M, dtype=torch.bool, device=x.device).index_fill_(0, visible_idx, True)
+        return fused_layers.fused_layer(layer, sampler, x, value, feature_hw, pixel_ref, visible=visible)
     g_weight, g_bias = sampler.sampling_offsets.weight, sampler.sampling_offsets.bias[:, None]
     a_weight, a_bias = sampler.attention_weights.weight, sampler.attention_weights.bias[:, None]
     rows = x + attn.output_proj.bias
@@ -173,3 +182,49 @@ def cross_attention_layer(
     for s in range(0, M, step):
         out[s : s + step] = post_attention(layer, rows[s : s + step])
     return out
+
+
+def forward_inference(
+    block: nn.Module,
+    features: Tensor,
+    lidar2img: Tensor,
+    image_hw: tuple[int, int],
+    proposals: Tensor | None,
+    min_queries: int,
+    timings: dict[str, float] | None,
+) -> Tensor:
+    """``OccupancyBlock.forward`` of ``block`` for one frame and one view without autograd (same arguments
+    and result): camera geometry cached per calibration, layers on query rows."""
+    _, _, C, hf, wf = features.shape
+    dev = features.device
+    geometry = block.camera_geometry(lidar2img, image_hw, (hf, wf))
+    # (1, 1, C, Hf, Wf) -> (C, Hf*Wf) image features; each layer projects them to value rows
+    value_map = features[0, 0].reshape(C, hf * wf)
+    queries = block.queries()
+    num_queries = queries.shape[0]
+    with stage_timer(timings, "cross_attention", dev):
+        if proposals is None:
+            idx = torch.arange(num_queries, device=dev)
+        else:
+            chosen = proposals[0].reshape(-1).to(torch.bool)
+            if int(chosen.sum()) < min_queries:
+                visible = geometry["visible"]
+                chosen = visible if bool(visible.any()) else torch.ones_like(chosen)
+            idx = chosen.nonzero(as_tuple=True)[0]
+        q = queries[idx]
+        pixel_ref = geometry["pixel_ref"][:, idx]
+        seen = geometry["visible"][idx].nonzero(as_tuple=True)[0]
+        for layer in block.dca:
+            q = cross_attention_layer(layer, q, value_map, pixel_ref, seen, (hf, wf))
+        x = block.mask_token.expand(num_queries, C).to(q.dtype).index_copy(0, idx, q)
+    with stage_timer(timings, "self_attention", dev):
+        pos = block.positional_encoding()
+        for layer in block.dsa:
+            x = self_attention_layer(layer, x, pos, block.dsa_pixel_ref, block.map_hw)
+    if block.ica is not None:
+        with stage_timer(timings, "ica", dev):
+            for layer in block.ica:
+                x = cross_attention_layer(layer, x, value_map, geometry["pixel_ref"], geometry["visible_idx"], (hf, wf))
+    X, Y, Z = block.grid_size
+    # (Q, C) rows -> (1, C, X, Y, Z), a channels-last view
+    return x.t().reshape(1, C, X, Y, Z)

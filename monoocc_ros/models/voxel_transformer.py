@@ -4,6 +4,7 @@ cross-attention (ICA) over all voxels (spec §1.5-1.8).
 
 Voxel order everywhere is the flat index (i * Y + j) * Z + k of the 128x128x16 half grid.
 The DSA views those Q = 262144 voxels as a 512x512 image: row = n // 512, col = n % 512.
+Another grid (``ModelConfig.grid``) gets the map of :func:`dsa_map_hw` (the most square factorisation).
 
 Example:
     >>> block = OccupancyBlock(VoxelStageConfig(embed_dim=32, num_heads=4, num_points=4, ffn_dim=64,
@@ -16,19 +17,18 @@ Example:
 from __future__ import annotations
 
 import math
-import time
-from contextlib import contextmanager
-from typing import Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from monoocc_ros.grid import KITTI_GRID_HALF
+from monoocc_ros.grid import KITTI_GRID_HALF, VoxelGrid
 from monoocc_ros.models.config import VoxelStageConfig
 from monoocc_ros.models.deform_attn import deformable_attention
-from monoocc_ros.models.voxel_inference import cross_attention_layer, pixel_reference, self_attention_layer
+from monoocc_ros.models.profiling import stage_timer
+from monoocc_ros.models.voxel_embeddings import LearnedPositionalEncoding, VoxelQueries
+from monoocc_ros.models.voxel_inference import forward_inference, pixel_reference
 
 __all__ = [
     "FFN",
@@ -43,10 +43,22 @@ __all__ = [
     "project_voxels",
     "dsa_reference_points",
     "DSA_MAP_HW",
+    "dsa_map_hw",
     "stage_timer",
 ]
 
 DSA_MAP_HW = (512, 512)
+
+
+def dsa_map_hw(num_voxels: int) -> tuple[int, int]:
+    """(h, w) of the map DSA sees Q voxels as: h the largest divisor of Q with h <= w = Q / h.
+
+    (512, 512) for the 128x128x16 SemanticKITTI working grid, (128, 256) for 64x64x8.
+    """
+    h = math.isqrt(num_voxels)
+    while num_voxels % h:
+        h -= 1
+    return h, num_voxels // h
 
 
 def _grid_bias(num_heads: int, num_groups: int, num_points: int) -> Tensor:
@@ -57,21 +69,6 @@ def _grid_bias(num_heads: int, num_groups: int, num_points: int) -> Tensor:
     grid = grid.view(num_heads, 1, 1, 2).repeat(1, num_groups, num_points, 1)
     grid *= torch.arange(1, num_points + 1, dtype=torch.float32).view(1, 1, -1, 1)
     return grid.reshape(-1)
-
-
-@contextmanager
-def stage_timer(timings: dict[str, float] | None, name: str, device: torch.device) -> Iterator[None]:
-    """Add the block's wall time in ms to ``timings[name]`` (synchronising CUDA); no-op without timings."""
-    if timings is None:
-        yield
-        return
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    start = time.perf_counter()
-    yield
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    timings[name] = timings.get(name, 0.0) + 1000.0 * (time.perf_counter() - start)
 
 
 class FFN(nn.Module):
@@ -203,18 +200,19 @@ class DeformSelfAttention(nn.Module):
             nn.init.xavier_uniform_(lin.weight)
             nn.init.zeros_(lin.bias)
 
-    def forward(self, x: Tensor, pos: Tensor, reference: Tensor) -> Tensor:
+    def forward(self, x: Tensor, pos: Tensor, reference: Tensor, map_hw: tuple[int, int] = DSA_MAP_HW) -> Tensor:
         """
         Args:
-            x: (B, Q, C) voxel features in flat order, Q = 512 * 512.
+            x: (B, Q, C) voxel features in flat order, Q = h * w (512 * 512).
             pos: (Q, C) positional encoding. reference: (Q, 2) pixel centres in [0, 1].
+            map_hw: (h, w) of the map the voxels are seen as (:func:`dsa_map_hw`).
 
         Returns:
             (B, Q, C).
         """
         B, Q, C = x.shape
         N, P, nq = self.num_heads, self.num_points, self.num_queue
-        h, w = DSA_MAP_HW
+        h, w = map_hw
         if Q != h * w:
             raise ValueError(f"DSA expects {h * w} voxels (a {h}x{w} map), got {Q}")
         # (B, Q, C) -> (B, Q, N, Dh); the flat voxel order is the row-major 512x512 map
@@ -230,7 +228,7 @@ class DeformSelfAttention(nn.Module):
             weights = self.attention_weights(q).view(B, n, N, nq, P).softmax(-1) / nq
             weights = weights.reshape(B, n, N, 1, nq * P)
             loc = reference[None, s : s + self.chunk, None, None, None, :] + offsets / normalizer
-            outs.append(deformable_attention(v, [DSA_MAP_HW], loc, weights))
+            outs.append(deformable_attention(v, [map_hw], loc, weights))
         return x + self.dropout(self.output_proj(torch.cat(outs, 1)))
 
 
@@ -261,51 +259,8 @@ class SelfAttentionLayer(nn.Module):
         self.ffn = FFN(c, cfg.ffn_dim, cfg.dropout)
         self.norm2 = nn.LayerNorm(c)
 
-    def forward(self, x: Tensor, pos: Tensor, reference: Tensor) -> Tensor:
-        return self.norm2(self.ffn(self.norm1(self.attn(x, pos, reference))))
-
-
-class LearnedPositionalEncoding(nn.Module):
-    """mmdet LearnedPositionalEncoding: pixel (row, col) -> [col_embed(col), row_embed(row)].
-
-    Returns (H*W, 2F) in row-major pixel order.
-    """
-
-    def __init__(self, num_feats: int, rows: int, cols: int):
-        super().__init__()
-        self.row_embed = nn.Embedding(rows, num_feats)
-        self.col_embed = nn.Embedding(cols, num_feats)
-        nn.init.uniform_(self.row_embed.weight)
-        nn.init.uniform_(self.col_embed.weight)
-
-    def forward(self) -> Tensor:
-        h, w = self.row_embed.num_embeddings, self.col_embed.num_embeddings
-        f = self.row_embed.embedding_dim
-        col = self.col_embed.weight[None].expand(h, w, f)
-        row = self.row_embed.weight[:, None].expand(h, w, f)
-        return torch.cat([col, row], -1).reshape(h * w, 2 * f)
-
-
-class VoxelQueries(nn.Module):
-    """Learned voxel queries in flat order: a per-voxel table (official) or per-axis sums."""
-
-    def __init__(self, size: tuple[int, int, int], dim: int, kind: str):
-        super().__init__()
-        self.size, self.kind = size, kind
-        if kind == "per_voxel":
-            self.weight = nn.Parameter(torch.randn(size[0] * size[1] * size[2], dim))
-        else:
-            self.x_embed = nn.Parameter(torch.randn(size[0], dim) / math.sqrt(3))
-            self.y_embed = nn.Parameter(torch.randn(size[1], dim) / math.sqrt(3))
-            self.z_embed = nn.Parameter(torch.randn(size[2], dim) / math.sqrt(3))
-
-    def forward(self) -> Tensor:
-        """(X*Y*Z, C) queries."""
-        if self.kind == "per_voxel":
-            return self.weight
-        x, y, z = self.size
-        emb = self.x_embed[:, None, None] + self.y_embed[None, :, None] + self.z_embed[None, None, :]
-        return emb.reshape(x * y * z, -1)
+    def forward(self, x: Tensor, pos: Tensor, reference: Tensor, map_hw: tuple[int, int] = DSA_MAP_HW) -> Tensor:
+        return self.norm2(self.ffn(self.norm1(self.attn(x, pos, reference, map_hw))))
 
 
 def project_voxels(centres: Tensor, lidar2img: Tensor, image_hw: tuple[int, int]) -> tuple[Tensor, Tensor]:
@@ -331,9 +286,9 @@ def project_voxels(centres: Tensor, lidar2img: Tensor, image_hw: tuple[int, int]
     return reference, visible
 
 
-def dsa_reference_points() -> Tensor:
-    """(512*512, 2) centres ((col + 0.5) / 512, (row + 0.5) / 512) in flat order."""
-    h, w = DSA_MAP_HW
+def dsa_reference_points(map_hw: tuple[int, int] = DSA_MAP_HW) -> Tensor:
+    """(h*w, 2) centres ((col + 0.5) / w, (row + 0.5) / h) in flat order (h = w = 512 by default)."""
+    h, w = map_hw
     ys, xs = torch.meshgrid(
         (torch.arange(h, dtype=torch.float32) + 0.5) / h,
         (torch.arange(w, dtype=torch.float32) + 0.5) / w,
@@ -349,26 +304,25 @@ class OccupancyBlock(nn.Module):
     see each voxel.
     """
 
-    def __init__(self, cfg: VoxelStageConfig):
+    def __init__(self, cfg: VoxelStageConfig, grid: VoxelGrid = KITTI_GRID_HALF):
         super().__init__()
         self.cfg = cfg
         c = cfg.embed_dim
-        self.grid_size = KITTI_GRID_HALF.size
-        num_voxels = KITTI_GRID_HALF.num_voxels
-        if num_voxels != DSA_MAP_HW[0] * DSA_MAP_HW[1]:
-            raise ValueError("the DSA 512x512 layout needs a 128x128x16 working grid")
+        # the working (coarse) grid, ModelConfig.coarse_grid; DSA sees its voxels as a map_hw image
+        self.grid_size = grid.size
+        self.map_hw = dsa_map_hw(grid.num_voxels)
         self.queries = VoxelQueries(self.grid_size, c, cfg.query_embedding)
         self.mask_token = nn.Parameter(torch.randn(1, c))
-        self.positional_encoding = LearnedPositionalEncoding(c // 2, *DSA_MAP_HW)
+        self.positional_encoding = LearnedPositionalEncoding(c // 2, *self.map_hw)
         self.dca = nn.ModuleList(CrossAttentionLayer(cfg) for _ in range(cfg.num_dca_layers))
         self.dsa = nn.ModuleList(SelfAttentionLayer(cfg) for _ in range(cfg.num_dsa_layers))
         self.ica = nn.ModuleList(CrossAttentionLayer(cfg) for _ in range(cfg.num_ica_layers)) if cfg.use_ica else None
         self.register_buffer(
-            "centres", torch.from_numpy(KITTI_GRID_HALF.centres()).to(torch.float32), persistent=False
+            "centres", torch.from_numpy(grid.centres()).to(torch.float32), persistent=False
         )
-        self.register_buffer("dsa_reference", dsa_reference_points(), persistent=False)
+        self.register_buffer("dsa_reference", dsa_reference_points(self.map_hw), persistent=False)
         # (2, Q) DSA reference points in map pixels, for the inference path
-        self.register_buffer("dsa_pixel_ref", pixel_reference(self.dsa_reference, DSA_MAP_HW), persistent=False)
+        self.register_buffer("dsa_pixel_ref", pixel_reference(self.dsa_reference, self.map_hw), persistent=False)
         self._camera_cache: tuple[tuple, dict[str, Tensor]] | None = None
 
     # Inference (eval mode, no autograd, one frame, one view) takes the cache-friendly path of
@@ -428,7 +382,7 @@ class OccupancyBlock(nn.Module):
         B, V, C, hf, wf = features.shape
         dev = features.device
         if self.fast_inference and B == 1 and V == 1 and not self.training and not torch.is_grad_enabled():
-            return self._forward_inference(features, lidar2img, image_hw, proposals, min_queries, timings)
+            return forward_inference(self, features, lidar2img, image_hw, proposals, min_queries, timings)
         # (B, V, C, Hf, Wf) -> (B, V, Hf*Wf, C)
         value = features.flatten(3).transpose(2, 3)
         reference, visible = project_voxels(self.centres, lidar2img, image_hw)
@@ -454,7 +408,7 @@ class OccupancyBlock(nn.Module):
         with stage_timer(timings, "self_attention", dev):
             pos = self.positional_encoding()
             for layer in self.dsa:
-                x = self._run(layer, x, pos, self.dsa_reference)
+                x = self._run(layer, x, pos, self.dsa_reference, self.map_hw)
         if self.ica is not None:
             with stage_timer(timings, "ica", dev):
                 for layer in self.ica:
@@ -462,47 +416,3 @@ class OccupancyBlock(nn.Module):
         X, Y, Z = self.grid_size
         # (B, Q, C) -> (B, C, X, Y, Z)
         return x.transpose(1, 2).reshape(B, C, X, Y, Z)
-
-    def _forward_inference(
-        self,
-        features: Tensor,
-        lidar2img: Tensor,
-        image_hw: tuple[int, int],
-        proposals: Tensor | None,
-        min_queries: int,
-        timings: dict[str, float] | None,
-    ) -> Tensor:
-        """:meth:`forward` for one frame and one view without autograd (same arguments and result)."""
-        _, _, C, hf, wf = features.shape
-        dev = features.device
-        geometry = self.camera_geometry(lidar2img, image_hw, (hf, wf))
-        # (1, 1, C, Hf, Wf) -> (C, Hf*Wf) image features; each layer projects them to value rows
-        value_map = features[0, 0].reshape(C, hf * wf)
-        queries = self.queries()
-        num_queries = queries.shape[0]
-        with stage_timer(timings, "cross_attention", dev):
-            if proposals is None:
-                idx = torch.arange(num_queries, device=dev)
-            else:
-                chosen = proposals[0].reshape(-1).to(torch.bool)
-                if int(chosen.sum()) < min_queries:
-                    visible = geometry["visible"]
-                    chosen = visible if bool(visible.any()) else torch.ones_like(chosen)
-                idx = chosen.nonzero(as_tuple=True)[0]
-            q = queries[idx]
-            pixel_ref = geometry["pixel_ref"][:, idx]
-            seen = geometry["visible"][idx].nonzero(as_tuple=True)[0]
-            for layer in self.dca:
-                q = cross_attention_layer(layer, q, value_map, pixel_ref, seen, (hf, wf))
-            x = self.mask_token.expand(num_queries, C).to(q.dtype).index_copy(0, idx, q)
-        with stage_timer(timings, "self_attention", dev):
-            pos = self.positional_encoding()
-            for layer in self.dsa:
-                x = self_attention_layer(layer, x, pos, self.dsa_pixel_ref, DSA_MAP_HW)
-        if self.ica is not None:
-            with stage_timer(timings, "ica", dev):
-                for layer in self.ica:
-                    x = cross_attention_layer(layer, x, value_map, geometry["pixel_ref"], geometry["visible_idx"], (hf, wf))
-        X, Y, Z = self.grid_size
-        # (Q, C) rows -> (1, C, X, Y, Z), a channels-last view
-        return x.t().reshape(1, C, X, Y, Z)

@@ -1,7 +1,7 @@
 """Camera image messages -> HxWx3 uint8 RGB arrays.
 
 ``cv_bridge`` is used where it is installed and loads; elsewhere the project's one decoder,
-:mod:`monoocc_ros.image_codec` (also used by the bag index, dataset and evaluation), handles the
+:mod:`monoocc_ros.msgs.image` (also used by the bag index, dataset and evaluation), handles the
 encodings a camera driver or the bag converter produces (8- and 16-bit RGB/BGR/RGBA/BGRA/mono,
 Bayer, and CompressedImage JPEG/PNG), with the same result as cv_bridge. Works on any object with
 the message's fields, so the decoder itself needs no rclpy.
@@ -15,7 +15,7 @@ import importlib.util
 import cv2
 import numpy as np
 
-from monoocc_ros.image_codec import (
+from monoocc_ros.msgs.image import (
     SUPPORTED_ENCODINGS,
     ImageDecodeError,
     check_pixels,

@@ -49,7 +49,7 @@ class _Subscriber:
         self._topics = (cfg.output_topic, cfg.ground_truth_topic)
 
     def _grid(self, msg, topic: str) -> np.ndarray | None:
-        from monoocc_ros.data.bag_io import decode_grid
+        from monoocc_ros.msgs.decode import decode_grid
 
         try:
             return decode_grid(msg)

@@ -31,11 +31,11 @@ from monoocc_ros.camera import CameraModel
 from monoocc_ros.labels import SEMANTIC_KITTI
 from monoocc_ros.mapping import MapConfig, SemanticMap
 from monoocc_ros.msg import SemanticOccupancyGrid
+from monoocc_ros.msgs.cloud import occupied_voxels
 from monoocc_ros.ros.conversions import (
     cloud_to_msg,
     grid_to_msg,
     matrix_from_translation_quaternion,
-    occupied_voxels,
     stamp_to_ns,
 )
 from monoocc_ros.ros.tf import Tf2TransformSource

@@ -10,6 +10,9 @@ A thin lifecycle shell over :class:`monoocc_ros.predictor.Predictor`:
 - cleanup: drop the publishers and the model.
 
 Any failure of a transition is logged as one line naming its cause and returns FAILURE.
+The model comes from :mod:`monoocc_ros.ros.model_loading`, the outputs (grid, cloud, markers,
+timings, diagnostics) from the :class:`~monoocc_ros.ros.node_outputs.NodeOutputs` mixin; this
+module holds the lifecycle, the input callbacks and the per-frame checks.
 
 A light image callback keeps only the newest frame (latest frame wins, replaced frames are
 counted as dropped); one inference thread takes it, so TF, parameter, lifecycle and
@@ -23,10 +26,8 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from pathlib import Path
 
 import rclpy
-from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.clock import Clock, ClockType
 from rclpy.event_handler import SubscriptionEventCallbacks
@@ -34,27 +35,14 @@ from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
-from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
-from std_msgs.msg import Float64, Header
-from visualization_msgs.msg import MarkerArray
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
-from monoocc_ros.camera import CameraInfoReader
-from monoocc_ros.grid import KITTI_GRID
-from monoocc_ros.labels import SEMANTIC_KITTI
-from monoocc_ros.msg import SemanticOccupancyGrid
-from monoocc_ros.ros.cdr import serialize_marker_array
-from monoocc_ros.ros.conversions import (
-    CameraInfoError,
-    CameraInfoSizeError,
-    camera_info_to_K,
-    class_cubes,
-    cloud_to_msg,
-    grid_to_msg,
-    occupied_voxels,
-    stamp_to_ns,
-)
-from monoocc_ros.ros.diagnostics import NodeStats, diagnostic_status
+from monoocc_ros.camera import CameraInfoError, CameraInfoReader, CameraInfoSizeError
+from monoocc_ros.msgs.decode import decode_camera_info
+from monoocc_ros.ros.diagnostics import NodeStats
 from monoocc_ros.ros.image import ImageDecodeError, cv_bridge_available, image_msg_to_rgb
+from monoocc_ros.ros.model_loading import ModelLoadError, load_predictor
+from monoocc_ros.ros.node_outputs import NodeOutputs
 from monoocc_ros.ros.params import (
     NodeParams,
     ParameterError,
@@ -72,53 +60,8 @@ __all__ = ["MonoOccNode", "ModelLoadError", "load_predictor", "main"]
 NODE_NAME = "monoocc_node"
 WARN_PERIOD_S = 5.0
 
-# Outputs: depth 1, only the newest matters and they are large (a grid is 2 MB). Inputs: see
-# _create_subscriptions.
-_RELIABLE = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
 
-
-class ModelLoadError(RuntimeError):
-    """The checkpoint cannot be used; the text names the file and the reason."""
-
-
-def load_predictor(params: NodeParams):
-    """Build the Predictor from ``params.checkpoint_path``, checking its config name.
-
-    Raises:
-        ModelLoadError: one line naming the checkpoint, for any failure of loading or building
-            the model (a missing file, a model_config value of the wrong type, bad weights ...).
-    """
-    from monoocc_ros.inference import build_backend
-    from monoocc_ros.models.checkpoint import build_model_from_checkpoint, load_checkpoint
-
-    try:
-        ckpt = load_checkpoint(params.checkpoint_path)
-        found = ckpt.get("config_name")
-        if params.config_name and found != params.config_name:
-            raise ModelLoadError(
-                f"checkpoint_path '{params.checkpoint_path}' holds model config '{found}', "
-                f"but parameter config_name is '{params.config_name}'"
-            )
-        model, _ = build_model_from_checkpoint(ckpt)
-        return build_backend(
-            params.backend,
-            model,
-            checkpoint_path=Path(params.checkpoint_path),
-            config_name=found or "",
-            device=params.device,
-            precision=params.precision,
-            confidence=params.publish_confidence,
-            channels_last=params.channels_last,
-            image_hw=params.warmup_image_size,
-        )
-    except ModelLoadError:
-        raise
-    except Exception as err:  # noqa: BLE001 - whatever a bad file makes torch or the model raise
-        text = " ".join(str(err).split()) or "(no message)"
-        raise ModelLoadError(f"checkpoint_path '{params.checkpoint_path}': {type(err).__name__}: {text}") from err
-
-
-class MonoOccNode(LifecycleNode):
+class MonoOccNode(NodeOutputs, LifecycleNode):
     """Lifecycle node; see the module docstring. Topics are relative, remap them at launch.
 
     Subscribes ``~/input/image`` (Image, or CompressedImage with image_transport=compressed)
@@ -288,18 +231,6 @@ class MonoOccNode(LifecycleNode):
             self._map = MapPublisher(self, p.grid_frame, self._transforms, self._warn)
             self.get_logger().info(f"semantic map in '{self._map.frame}', pose from {self._map.pose_source}")
 
-    def _create_publishers(self) -> None:
-        """Lifecycle publishers (ROS 2 convention): made at configure, publish only while active."""
-        pub = self.create_lifecycle_publisher
-        self._pubs = {
-            "occupancy": pub(SemanticOccupancyGrid, "~/output/occupancy", _RELIABLE),
-            "cloud": pub(PointCloud2, "~/output/occupied_voxels", _RELIABLE),
-            "markers": pub(MarkerArray, "~/output/markers", _RELIABLE),
-            "processing": pub(Float64, "~/debug/processing_time_ms", _RELIABLE),
-            "latency": pub(Float64, "~/debug/pipeline_latency_ms", _RELIABLE),
-            "diagnostics": pub(DiagnosticArray, "/diagnostics", 10),
-        }
-
     def _stop_activity(self) -> None:
         self._stop.set()
         with self._slot:
@@ -401,8 +332,8 @@ class MonoOccNode(LifecycleNode):
             self._reject("bad_image", f"{image_topic}: {err}")
             return
         try:
-            K = camera_info_to_K(
-                info, image.shape[:2], image_frame_id=msg.header.frame_id, reader=self._camera_info_reader()
+            K = decode_camera_info(
+                info, self._camera_info_reader(), image_hw=image.shape[:2], image_frame_id=msg.header.frame_id
             )
         except CameraInfoSizeError as err:
             self._reject("size_mismatch", str(err))
@@ -436,70 +367,6 @@ class MonoOccNode(LifecycleNode):
         self._publish(prediction, msg.header.stamp, arrived_s)
         if self._map is not None:  # after the frame's own outputs, so the map adds no latency to them
             self._map.update(prediction, K, T_cam_grid, image.shape[:2], msg.header.stamp, arrived_s + tf_timeout_s)
-
-    def _publish(self, prediction, stamp, arrived_s: float) -> None:
-        p = self.params
-        frame = p.grid_frame
-        labels, confidence = prediction.labels, prediction.confidence
-        self._pubs["occupancy"].publish(grid_to_msg(labels, confidence, KITTI_GRID, SEMANTIC_KITTI, stamp, frame))
-        now = time.monotonic()
-        cloud_rate = self.get_parameter("cloud_rate_hz").value
-        markers_rate = self.get_parameter("markers_rate_hz").value
-        want_cloud = (
-            cloud_rate > 0
-            and now - self._last_cloud_s >= 1.0 / cloud_rate
-            and self._pubs["cloud"].get_subscription_count() > 0
-        )
-        want_markers = (
-            markers_rate > 0
-            and now - self._last_markers_s >= 1.0 / markers_rate
-            and self._pubs["markers"].get_subscription_count() > 0
-        )
-        if want_cloud or want_markers:
-            points = occupied_voxels(labels, confidence, KITTI_GRID, SEMANTIC_KITTI)
-            if want_cloud:
-                self._last_cloud_s = now
-                self._pubs["cloud"].publish(cloud_to_msg(points, stamp, frame))
-            if want_markers:
-                self._last_markers_s = now
-                cubes = class_cubes(
-                    points,
-                    KITTI_GRID,
-                    SEMANTIC_KITTI,
-                    alpha=self.get_parameter("markers_alpha").value,
-                    max_points=self.get_parameter("markers_max_voxels").value,
-                )
-                self._pubs["markers"].publish(serialize_marker_array(stamp_to_ns(stamp), frame, cubes))
-        processing_ms = (time.monotonic() - arrived_s) * 1e3
-        latency_ms = (self.get_clock().now().nanoseconds - stamp_to_ns(stamp)) / 1e6
-        self._pubs["processing"].publish(Float64(data=processing_ms))
-        self._pubs["latency"].publish(Float64(data=latency_ms))
-        self.stats.on_processed(processing_ms, latency_ms)
-
-    def _publish_diagnostics(self) -> None:
-        with self._diag_lock:
-            pub = self._pubs.get("diagnostics")
-            if self.params is not None and pub is not None:
-                pub.publish(self._diagnostics())
-
-    def _diagnostics(self) -> DiagnosticArray:
-        p = self.params
-        device_mb = None
-        if p.device.startswith("cuda"):
-            import torch
-
-            device_mb = torch.cuda.memory_allocated(p.device) / 2**20
-        status = diagnostic_status(
-            f"{self.get_name()}: semantic occupancy",
-            self.get_fully_qualified_name(),
-            self.stats,
-            self.get_parameter("processing_budget_ms").value,
-            p.device,
-            device_mb,
-            backend=p.backend,
-        )
-        return DiagnosticArray(header=Header(stamp=self.get_clock().now().to_msg()), status=[status])
-
 
 def main(args: list[str] | None = None) -> int:
     """Entry point: ``monoocc_node``; Ctrl-C shuts down cleanly with exit code 0.

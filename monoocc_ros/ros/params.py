@@ -1,4 +1,5 @@
-"""The node's parameters: declared once here with description, type and range.
+"""The node's parameters: declared, checked and read (the table of names, defaults, descriptions,
+types and ranges is :data:`monoocc_ros.ros.param_table.SPECS`).
 
 ``config/monoocc.yaml`` sets them; :func:`declare_parameters` declares every one on a node
 (``checkpoint_path`` without a default, so a missing value fails at configure time; a value of
@@ -14,18 +15,14 @@ import re
 from dataclasses import dataclass
 
 import numpy as np
-from rcl_interfaces.msg import (
-    FloatingPointRange,
-    IntegerRange,
-    ParameterDescriptor,
-    SetParametersResult,
-)
+from rcl_interfaces.msg import SetParametersResult
 
 from rclpy.exceptions import ParameterException, ParameterUninitializedException
 from rclpy.parameter import Parameter
 
-from monoocc_ros import topics
+from monoocc_ros.inference.backends import BACKENDS  # imports no torch: the parameter check stays light
 from monoocc_ros.ros.conversions import static_transform_from_params
+from monoocc_ros.ros.param_table import SPECS
 
 __all__ = [
     "NodeParams",
@@ -46,14 +43,8 @@ PRECISIONS = ("fp32", "fp16", "bf16")
 # "auto" (device and precision): cuda + fp16 where CUDA is available, else cpu + fp32.
 AUTO = "auto"
 INPUT_QOS = ("sensor_data", "reliable")
-BACKENDS = ("eager", "onnxruntime", "tensorrt")  # as monoocc_ros.inference.BACKENDS (not imported: no torch here)
 IMAGE_TRANSPORTS = ("raw", "compressed")
 _DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
-
-# Velodyne/grid axes (x forward, y left, z up) -> camera optical axes (x right, y down, z forward):
-# the rotation of a camera looking along the grid's x axis; KITTI-like setups pass their own.
-DEFAULT_STATIC_ROTATION_XYZW = [0.5, -0.5, 0.5, 0.5]
-
 
 class ParameterError(ValueError):
     """A parameter is missing or has a bad value; the text names it and says why."""
@@ -87,164 +78,17 @@ class NodeParams:
     release_on_deactivate: bool
 
 
-def _d(description: str, *, read_only: bool = False, float_range=None, int_range=None, dynamic_typing=False):
-    desc = ParameterDescriptor(description=description, read_only=read_only, dynamic_typing=dynamic_typing)
-    if float_range is not None:
-        desc.floating_point_range = [FloatingPointRange(from_value=float_range[0], to_value=float_range[1], step=0.0)]
-    if int_range is not None:
-        desc.integer_range = [IntegerRange(from_value=int_range[0], to_value=int_range[1], step=1)]
-    return desc
-
-
-# name -> (default or None for "must be given", descriptor, type when default is None)
-_SPECS: dict[str, tuple[object, ParameterDescriptor, Parameter.Type | None]] = {
-    "checkpoint_path": (
-        None,
-        _d("Project checkpoint (.pt) of the student model; required, no default.", read_only=True),
-        Parameter.Type.STRING,
-    ),
-    # The model is built from the config stored in the checkpoint; this only checks its name.
-    "config_name": (
-        "",
-        _d(
-            "Model config the checkpoint must have been trained with (e.g. monoocc_s), so a wrong "
-            "checkpoint fails at configure; '' accepts any (the model config comes from the checkpoint).",
-            read_only=True,
-        ),
-        None,
-    ),
-    "device": (
-        "auto",
-        _d("Torch device: auto (cuda when available, else cpu), cpu, cuda or cuda:N.", read_only=True),
-        None,
-    ),
-    "precision": (
-        "auto",
-        _d("Inference precision: auto (fp16 on CUDA, fp32 on CPU), fp32, fp16 or bf16.", read_only=True),
-        None,
-    ),
-    "backend": (
-        "eager",
-        _d("Inference backend: eager (PyTorch), onnxruntime or tensorrt (CUDA); the ahead-of-time ones are built "
-           "for warmup_image_size and cached next to the checkpoint.", read_only=True),
-        None,
-    ),
-    "channels_last": (False, _d("Run the convolutional trunk in channels-last layout (eager).", read_only=True), None),
-    "grid_frame": (topics.GRID_FRAME, _d("Frame of the output grid (TF target of the camera).", read_only=True), None),
-    "camera_frame": (
-        "",
-        _d("Camera optical frame; '' uses the image header's frame_id.", read_only=True),
-        None,
-    ),
-    "image_transport": (
-        "raw",
-        _d("raw: ~/input/image is sensor_msgs/Image; compressed: sensor_msgs/CompressedImage.", read_only=True),
-        None,
-    ),
-    "input_qos": (
-        "sensor_data",
-        _d("Input QoS reliability: sensor_data (best effort) or reliable; history depth input_queue_depth.",
-           read_only=True),
-        None,
-    ),
-    # Deep enough that the middleware never overwrites a frame the node has not seen: the image
-    # callback only stores the frame, and the node counts the frames it replaces as drops.
-    "input_queue_depth": (
-        100,
-        _d("History depth of the image and CameraInfo subscriptions (frames held by the middleware until the "
-           "node's callback takes them).", read_only=True, int_range=(1, 1000)),
-        None,
-    ),
-    "publish_confidence": (False, _d("Compute and publish per-voxel confidence.", read_only=True), None),
-    "cloud_rate_hz": (
-        10.0,
-        _d("Max rate of ~/output/occupied_voxels [Hz]; 0 = off.", float_range=(0.0, 100.0)),
-        None,
-    ),
-    "markers_rate_hz": (
-        2.0,
-        _d("Max rate of ~/output/markers [Hz], built only when subscribed; 0 = off.", float_range=(0.0, 30.0)),
-        None,
-    ),
-    "markers_alpha": (1.0, _d("Marker transparency.", float_range=(0.0, 1.0)), None),
-    "markers_max_voxels": (
-        200000,
-        _d("Cap on the cubes in ~/output/markers (evenly subsampled); 0 = no cap.", int_range=(0, 2097152)),
-        None,
-    ),
-    "tf_timeout_s": (
-        0.1,
-        _d("How long a frame waits for its camera-from-grid TF before it is dropped [s].", float_range=(0.0, 5.0)),
-        None,
-    ),
-    "static_T_cam_grid.translation": (
-        [0.0, 0.0, 0.0],
-        _d("Fallback grid->camera translation [m] when tf2_ros is not installed.", read_only=True),
-        None,
-    ),
-    "static_T_cam_grid.rotation_xyzw": (
-        DEFAULT_STATIC_ROTATION_XYZW,
-        _d("Fallback grid->camera rotation, unit quaternion x y z w.", read_only=True),
-        None,
-    ),
-    "static_T_cam_grid.matrix": (
-        [0.0],
-        _d("Fallback grid->camera as 16 row-major values; [0.0] = use translation + rotation.", read_only=True),
-        None,
-    ),
-    "processing_budget_ms": (
-        100.0,
-        _d("Per-frame processing time above which /diagnostics warns [ms].", float_range=(1.0, 10000.0)),
-        None,
-    ),
-    "warmup_image_size": (
-        [370, 1226],
-        _d("Image height, width of the warm-up inference at configure; [0, 0] = none.", read_only=True),
-        None,
-    ),
-    "autostart": (True, _d("Configure and activate at start-up (plain, non-managed use).", read_only=True), None),
-    "release_on_deactivate": (
-        False,
-        _d("Free the model's device memory on deactivate (activate then reloads the checkpoint)."),
-        None,
-    ),
-    # --- persistent semantic map (monoocc_ros.ros.map_publisher) ---
-    "map.enabled": (
-        False,
-        _d("Fuse every prediction into a rolling semantic map in map.frame and publish ~/output/map/*.",
-           read_only=True),
-        None,
-    ),
-    "map.frame": ("odom", _d("Fixed frame of the map (tf2: map.frame <- grid_frame at the image stamp).",
-                             read_only=True), None),
-    "map.size": ([512, 512, 32], _d("Voxels of the rolling window (x, y, z) at the grid's 0.2 m; memory is fixed "
-                                    "by it: 12 bytes per voxel.", read_only=True), None),
-    "map.grid_rate_hz": (1.0, _d("Max rate of ~/output/map/occupancy [Hz]; 0 = off.", float_range=(0.0, 30.0)), None),
-    "map.cloud_rate_hz": (1.0, _d("Max rate of ~/output/map/occupied_voxels [Hz]; 0 = off.",
-                                  float_range=(0.0, 30.0)), None),
-    "map.costmap_rate_hz": (2.0, _d("Max rate of ~/output/map/costmap [Hz]; 0 = off.", float_range=(0.0, 30.0)),
-                            None),
-    "map.drivable_classes": (["road", "parking"], _d("Classes the costmap treats as free ground.", read_only=True),
-                             None),
-    "map.obstacle_band_m": ([-1.9, 0.6], _d("Heights (low, high) above the grid origin where any other occupied "
-                                            "voxel is a costmap obstacle [m].", read_only=True), None),
-    "map.movable_tau_s": (2.0, _d("Decay time constant of movable classes (car, person, ...) out of view [s].",
-                                  read_only=True, float_range=(0.01, 3600.0)), None),
-    "map.odom_tolerance_s": (0.05, _d("Without tf2: max stamp difference between an image and the Odometry "
-                                      "pose used for it [s].", float_range=(0.0, 1.0)), None),
-}
-
 # Declared by rclpy itself on every node; a params file may set them.
 _RCLPY_PREFIXES = ("use_sim_time", "start_type_description_service", "qos_overrides.")
 
 
 def parameter_names() -> tuple[str, ...]:
     """Every parameter of the node, in declaration order."""
-    return tuple(_SPECS)
+    return tuple(SPECS)
 
 
 def _declared_type(name: str) -> Parameter.Type:
-    default, _, ptype = _SPECS[name]
+    default, _, ptype = SPECS[name]
     return ptype if default is None else Parameter.Type.from_parameter_value(default)
 
 
@@ -254,7 +98,7 @@ def _type_word(ptype: Parameter.Type) -> str:
 
 def _coerced(param: Parameter) -> Parameter:
     """An integer (list) given for a double (list) parameter as a double: YAML's `1` for `1.0`."""
-    if param.name not in _SPECS:
+    if param.name not in SPECS:
         return param
     want = _declared_type(param.name)
     if want == Parameter.Type.DOUBLE and param.type_ == Parameter.Type.INTEGER:
@@ -270,7 +114,7 @@ def coerce_parameters(params: list[Parameter]) -> list[Parameter]:
 
 
 def _declare_error(name: str, given: Parameter | None, err: ParameterException) -> str:
-    descriptor = _SPECS[name][1]
+    descriptor = SPECS[name][1]
     value = given.value if given is not None else None
     if given is not None and given.type_ != _declared_type(name):
         return (
@@ -292,7 +136,7 @@ def declare_parameters(node) -> None:
     # rclpy keeps the -p / --params-file values here and has no public accessor; an integer
     # for a double is what users write (tf_timeout_s: 1), so it is accepted as that double.
     overrides = node._parameter_overrides
-    for name, (default, descriptor, ptype) in _SPECS.items():
+    for name, (default, descriptor, ptype) in SPECS.items():
         if name in overrides:
             overrides[name] = _coerced(overrides[name])
         try:
@@ -323,7 +167,7 @@ def dropped_command_line_values(node, argv: list[str]) -> list[str]:
         elif ros_args and arg in ("-p", "--param") and i + 1 < len(argv):
             name, sep, text = argv[i + 1].partition(":=")
             target, _, name = name.rpartition(":")  # "-p node:name:=value" sets one node only
-            if sep and name in _SPECS and target in ("", node.get_name()):
+            if sep and name in SPECS and target in ("", node.get_name()):
                 given[name] = text
     problems = []
     for name, text in given.items():
@@ -423,21 +267,21 @@ def read_parameters(node, *, static_extrinsic: bool = True) -> NodeParams:
     """
     unknown = unknown_parameters(node)
     if unknown:
-        close = [difflib.get_close_matches(n, _SPECS, 1) for n in unknown]
+        close = [difflib.get_close_matches(n, SPECS, 1) for n in unknown]
         listed = ", ".join(f"'{n}'" + (f" (did you mean '{m[0]}'?)" if m else "") for n, m in zip(unknown, close))
         raise ParameterError(
             f"unknown parameter{'s' if len(unknown) > 1 else ''} {listed}: not a parameter of this node "
             "(config/monoocc.yaml lists them all)"
         )
     values = {}
-    for name in _SPECS:
+    for name in SPECS:
         try:
             value = node.get_parameter(name).value
         except ParameterUninitializedException:
             value = None
         if value is None:
             raise ParameterError(
-                f"parameter '{name}' is required and not set: {_SPECS[name][1].description} "
+                f"parameter '{name}' is required and not set: {SPECS[name][1].description} "
                 "Set it in the params file (config/monoocc.yaml) or with -p."
             )
         reason = check_parameter(name, value)

@@ -58,3 +58,17 @@ def test_downsample_full_grid_shape():
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 20, KITTI_GRID.size, dtype=np.uint8)
     assert downsample_labels(labels).shape == KITTI_GRID_HALF.size
+
+
+def test_grid_is_validated_and_read_from_config_mappings():
+    from monoocc_ros.config_io import ConfigError, from_mapping
+
+    grid = from_mapping(VoxelGrid, {"size": [128, 128, 16], "voxel_size_m": 0.4})
+    assert grid == VoxelGrid((128, 128, 16), 0.4) and grid.extent_m == pytest.approx(KITTI_GRID.extent_m)
+    assert grid == KITTI_GRID.downscaled(2) == KITTI_GRID_HALF
+    with pytest.raises(ValueError, match="three positive voxel counts"):
+        VoxelGrid((128, 0, 16))
+    with pytest.raises(ValueError, match="voxel_size_m > 0"):
+        VoxelGrid(voxel_size_m=0.0)
+    with pytest.raises(ConfigError, match="did you mean 'voxel_size_m'"):
+        from_mapping(VoxelGrid, {"voxel_size": 0.4})

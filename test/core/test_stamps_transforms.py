@@ -14,7 +14,7 @@ STAMPS_NS = [0, 1, 999_999_999, 1_000_000_000, 1_700_000_000_123_456_789, -1]
 def test_stamps_round_trip_through_rosbags_and_rclpy_time_messages():
     from builtin_interfaces.msg import Time as RclpyTime
 
-    from monoocc_ros.data.bag_io import typestore
+    from monoocc_ros.msgs.bagtypes import typestore
     from monoocc_ros.ros.conversions import ns_to_stamp
 
     RosbagsTime = typestore().types["builtin_interfaces/msg/Time"]
@@ -28,11 +28,12 @@ def test_stamps_round_trip_through_rosbags_and_rclpy_time_messages():
 
 def test_the_old_import_paths_are_the_shared_functions():
     from monoocc_ros.data import bag_io
+    from monoocc_ros.msgs import bag_messages, decode
     from monoocc_ros.ros import conversions, tf
 
     assert bag_io.stamp_to_ns is conversions.stamp_to_ns is stamp_to_ns
-    assert bag_io.quaternion_to_matrix is quaternion_to_matrix
-    assert bag_io.matrix_to_quaternion is matrix_to_quaternion
+    assert decode.quaternion_to_matrix is quaternion_to_matrix
+    assert bag_messages.matrix_to_quaternion is matrix_to_quaternion
     assert conversions.matrix_from_translation_quaternion is tf.matrix_from_translation_quaternion
     assert conversions.matrix_from_translation_quaternion is matrix_from_translation_quaternion
 

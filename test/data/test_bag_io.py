@@ -12,16 +12,12 @@ from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 from monoocc_ros import topics
 from monoocc_ros.camera import CameraModel, project_points
 from monoocc_ros.data.bag_dataset import project_lidar
-from monoocc_ros.data.bag_io import (
-    BagReadError,
-    matrix_to_quaternion,
-    quaternion_to_matrix,
-    read_bag_frames,
-    typestore,
-)
+from monoocc_ros.data.bag_io import BagReadError, read_bag_frames
 from monoocc_ros.data.converter import convert_sequence
 from monoocc_ros.grid import KITTI_GRID
 from monoocc_ros.labels import SEMANTIC_KITTI
+from monoocc_ros.msgs.bagtypes import typestore
+from monoocc_ros.transforms import matrix_to_quaternion, quaternion_to_matrix
 
 TINY_FRAMES = 6  # as written by test/data/conftest.py
 TINY_VOXEL_FRAMES = (0, 2, 4)

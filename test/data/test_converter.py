@@ -13,7 +13,8 @@ from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 
 from monoocc_ros import topics
 from monoocc_ros.camera import kitti_camera_from_calib
-from monoocc_ros.data import commands, converter
+from monoocc_ros.cli import data as data_cli
+from monoocc_ros.data import converter
 from monoocc_ros.data.bag_io import read_bag_frames
 from monoocc_ros.data.converter import convert_sequence
 from monoocc_ros.data.kitti import KittiSequence
@@ -273,7 +274,7 @@ def test_bad_arguments(tiny_kitti_src, tmp_path):
 
 def test_cli_convert(tiny_kitti_src, tmp_path, capsys):
     parser = argparse.ArgumentParser()
-    commands.register(parser.add_subparsers(dest="command"))
+    data_cli.register(parser.add_subparsers(dest="command"))
     out = tmp_path / "cli_bag"
     args = parser.parse_args(
         [
@@ -312,7 +313,7 @@ def test_cli_partial_dataset_exits_0_with_a_counted_warning(tiny_kitti_copy, tmp
     scan = seq_dir / "velodyne" / "000001.bin"
     scan.write_bytes(scan.read_bytes()[:-7])
     parser = argparse.ArgumentParser()
-    commands.register(parser.add_subparsers(dest="command"))
+    data_cli.register(parser.add_subparsers(dest="command"))
     out = tmp_path / "partial"
     args = parser.parse_args(["convert-kitti", str(tiny_kitti_copy), "00", str(out), "--no-progress"])
     assert args.func(args) == 0

@@ -57,3 +57,26 @@ def test_ssc_remap_rule_matches_official_evaluation(official):
     assert remap(np.array([252, 60, 259])).tolist() == [1, 9, 5]
     with pytest.raises(ValueError, match="not a SemanticKITTI id"):
         remap(np.array([len(lut)]))
+
+
+def test_label_sets_load_by_name_or_path(tmp_path):
+    from monoocc_ros.config_io import ConfigError
+    from monoocc_ros.labels import load_label_set
+
+    assert load_label_set("semantic_kitti") is SEMANTIC_KITTI
+    path = tmp_path / "three.yaml"
+    path.write_text("classes: [empty, thing, stuff]\ncolors_rgb: [[0, 0, 0], [1, 2, 3], [4, 5, 6]]\n"
+                    "voxel_frequencies: [100, 10, 10]\n")
+    three = load_label_set(str(path))
+    # learning maps default to the identity, the table order to 1..N-1
+    assert three.names == ("empty", "thing", "stuff") and three.paper_table_order == (1, 2)
+    assert three.remap_voxel_labels(np.array([0, 1, 2])).tolist() == [0, 1, 2]
+    assert three.colorize(np.array([2]))[0].tolist() == [4, 5, 6]
+    path.write_text("classes: [empty, thing]\ncolors_rgb: [[0, 0, 0]]\nvoxel_frequencies: [1, 1]\n")
+    with pytest.raises(ConfigError, match="one entry per class"):
+        load_label_set(str(path))  # the file changed: read again, not served from the cache
+    (tmp_path / "bad.yaml").write_text("classes: [empty, thing]\n")
+    with pytest.raises(ConfigError, match=r"missing key\(s\) \['colors_rgb', 'voxel_frequencies'\]"):
+        load_label_set(str(tmp_path / "bad.yaml"))
+    with pytest.raises(ConfigError, match="neither a known label set"):
+        load_label_set("occ3d")

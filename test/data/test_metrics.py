@@ -92,3 +92,16 @@ def test_errors():
     with pytest.raises(ValueError, match="cannot merge"):
         m.merge(SSCMetrics(num_classes=3))
     assert m.confusion.sum() == 0
+
+
+def test_metrics_follow_the_label_set():
+    from monoocc_ros.labels import LabelMap
+
+    five = LabelMap(("empty", "a", "b", "c", "d"), np.zeros((5, 3), np.uint8), {}, {}, np.ones(5), (1, 2, 3, 4))
+    m = SSCMetrics.for_labels(five)
+    assert m.num_classes == 5
+    m.update(np.array([0, 1, 4, 4]), np.array([0, 1, 4, 3]))
+    scores = m.compute().to_dict(five.names)
+    assert scores["iou_a"] == pytest.approx(1.0) and scores["iou_d"] == pytest.approx(0.5) and "iou_road" not in scores
+    with pytest.raises(ValueError, match="5 IoUs but 3 class names"):
+        m.compute().to_dict(("empty", "a", "b"))

@@ -10,10 +10,10 @@ import pytest
 
 
 def _eval_cli(argv: list[str]) -> int:
-    from monoocc_ros.evaluation import commands
+    from monoocc_ros.cli import eval as eval_cli
 
     parser = argparse.ArgumentParser(prog="monoocc")
-    commands.register(parser.add_subparsers())
+    eval_cli.register(parser.add_subparsers())
     args = parser.parse_args(argv)
     return args.func(args)
 
@@ -75,7 +75,7 @@ def _rewrite_bag(src: Path, dst: Path, edit: Callable[[str, int, bytes], Iterabl
     """
     from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 
-    from monoocc_ros.data.bag_io import typestore
+    from monoocc_ros.msgs.bagtypes import typestore
 
     store = typestore()
     with Reader(src) as reader, Writer(dst, version=9, storage_plugin=StoragePlugin.MCAP) as writer:

@@ -59,3 +59,11 @@ def test_tensorrt_without_cuda_is_one_line(gt_bag, tiny_checkpoint, eval_cli, tm
                    "--backend", "tensorrt", "--device", "cuda", "--no-progress"])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and len(err.splitlines()) == 1 and "tensorrt needs a CUDA GPU" in err, err
+
+
+def test_aotinductor_not_built_is_one_line_naming_the_export(gt_bag, tiny_checkpoint, eval_cli, tmp_path, capsys):
+    rc = eval_cli(["eval", str(gt_bag), "--checkpoint", str(tiny_checkpoint), "--out", str(tmp_path / "r"),
+                   "--backend", "aotinductor", "--no-progress"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and "monoocc export" in err and "aotinductor" in err, err
+    assert not (tmp_path / "r" / "metrics.json").exists()

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from monoocc_ros import topics
-from monoocc_ros.data.bag_io import read_bag_frames, typestore
+from monoocc_ros.data.bag_io import read_bag_frames
+from monoocc_ros.msgs.bagtypes import typestore
 
 
 @pytest.mark.parametrize("encoding", ["bgra8", "bgr16"])

@@ -94,3 +94,17 @@ def test_unscored_frames_are_one_counted_line_each_kind():
     # nothing lost: every stamp is still in the report's live section
     assert result["live"]["missed_stamps_ns"] == stamps[3:19] and result["live"]["not_received_stamps_ns"] == stamps[19:]
     assert "missed_stamps_ns" not in result and "not_received_stamps_ns" not in result
+
+
+def test_output_digests_name_each_outputs_labels():
+    """`make demo` compares these with the offline predictor's labels of the same frames."""
+    from monoocc_ros.evaluation.live import labels_digest
+
+    matcher = LiveMatcher(expected_stamps=[1, 2])
+    a = np.zeros(KITTI_GRID.size, np.uint8)
+    b = a.copy()
+    b[0, 0, 0] = 3
+    matcher.on_output(1, a, 0.1, None)
+    matcher.on_output(2, b, 0.2, None)
+    digests = matcher.finish()["live"]["output_digests"]
+    assert digests == {"1": labels_digest(a), "2": labels_digest(b)} and digests["1"] != digests["2"]

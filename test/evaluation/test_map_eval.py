@@ -74,7 +74,8 @@ def test_exact_predictions_score_perfect_and_the_fused_map_keeps_them(synthetic_
 def _ground_truth_frames_only(bag, rewrite_bag, out):
     """The bag without the images of frames that have no ground truth (the fake predictor
     answers in call order with the ground truth)."""
-    from monoocc_ros.data.bag_io import stamp_to_ns, typestore
+    from monoocc_ros.msgs.bagtypes import typestore
+    from monoocc_ros.stamps import stamp_to_ns
 
     store = typestore()
     index = read_bag_frames(bag, require_ground_truth=True)

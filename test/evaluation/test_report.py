@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from monoocc_ros.evaluation import commands
+from monoocc_ros.cli import eval as eval_cli
 from monoocc_ros.evaluation.report import (
     build_report,
     compare_table,
@@ -127,7 +127,7 @@ def test_compare_prints_side_by_side_table(tmp_path, capsys):
     assert list(rows)[6:25] == PAPER_HEADER
 
     parser = argparse.ArgumentParser()
-    commands.register(parser.add_subparsers())
+    eval_cli.register(parser.add_subparsers())
     args = parser.parse_args(["eval", "--compare", str(pa["json"]), str(pb["json"])])
     assert args.func(args) == 0
     out = capsys.readouterr().out

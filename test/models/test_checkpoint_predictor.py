@@ -125,10 +125,36 @@ def test_predictor_options_and_output(tiny_model):
 
 
 def test_convert_command_parses():
-    from monoocc_ros.models.commands import register
+    from monoocc_ros.cli.models import register
 
     parser = argparse.ArgumentParser()
     register(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["convert-checkpoint", "in.pth", "out.pt", "--kind", "monoocc", "--proposal-mode", "external"])
     assert (args.src, args.dst, args.kind, args.proposal_mode) == ("in.pth", "out.pt", "monoocc", "external")
     assert callable(args.func)
+
+
+def test_checkpoint_stored_before_grid_labels_and_trunk_depth_loads(tmp_path, tiny_model):
+    """Checkpoints written before ModelConfig had ``grid``, ``labels`` and ``trunk.depth`` load as they were."""
+    payload = make_payload(tiny_model, "tiny")
+    old = payload["model_config"]
+    for key in ("grid", "labels"):
+        del old[key]
+    del old["trunk"]["depth"]
+    old["trunk"]["blocks"] = list(old["trunk"]["blocks"])  # lists, as YAML-made configs stored them
+    path = save_checkpoint(tmp_path / "old.pt", payload)
+    model, cfg = build_model_from_checkpoint(load_checkpoint(path))
+    assert cfg == get_model_config("tiny")
+    assert cfg.grid.size == (256, 256, 32) and cfg.labels == "semantic_kitti"
+    image = torch.rand(1, 3, 96, 320)
+    K, T = torch.from_numpy(K_OK).float()[None], torch.from_numpy(T_OK).float()[None]
+    labels, _ = model.eval().predict(image, K, T)
+    assert torch.equal(labels, tiny_model.predict(image, K, T)[0])
+
+
+def test_checkpoint_with_a_bad_stored_config_is_a_checkpoint_error(tmp_path, tiny_model):
+    payload = make_payload(tiny_model, "tiny")
+    payload["model_config"]["grid"]["size"] = [256, 256]
+    path = save_checkpoint(tmp_path / "bad.pt", payload)
+    with pytest.raises(CheckpointError, match=r"grid\.size"):
+        build_model_from_checkpoint(load_checkpoint(path))

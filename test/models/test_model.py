@@ -288,3 +288,56 @@ def test_monocular_fallback_below_min_queries_is_reported():
         out = model.encode(batch["image"], batch["K"], batch["T_cam_grid"])
     proposed = int(out["proposal_logits"].argmax(1).sum())
     assert out["query_fallback"].tolist() == [proposed < model.cfg.proposal.min_queries]
+
+
+def test_trunk_factory_builds_resnet_by_depth_or_blocks():
+    from monoocc_ros.models.config import RESNET_BLOCKS, TrunkConfig
+    from monoocc_ros.models.trunk import build_trunk
+
+    deep = TrunkConfig(base_width=8, depth=101)
+    trunk = build_trunk(deep)
+    assert [len(getattr(trunk, n)) for n in trunk.stage_names] == list(RESNET_BLOCKS[101][:3])
+    assert (trunk.out_channels, trunk.stride) == (deep.out_channels, deep.stride) == (128, 16)
+    assert trunk(torch.zeros(1, 3, 64, 64)).shape == (1, 128, 4, 4)
+    two = TrunkConfig(blocks=(1, 2), base_width=8, num_stages=2)
+    assert (build_trunk(two).out_channels, build_trunk(two).stride) == (two.out_channels, two.stride) == (64, 8)
+    with pytest.raises(ValueError, match="trunk.depth"):
+        TrunkConfig(depth=34)
+    with pytest.raises(ValueError, match="num_stages"):
+        TrunkConfig(blocks=(1, 1), num_stages=3)
+    # the student builds its trunk from cfg.trunk through the factory
+    cfg = get_model_config("tiny", ["trunk.depth=50"])
+    model = MonoOccStudent(cfg)
+    assert [len(getattr(model.backbone, n)) for n in model.backbone.stage_names] == [3, 4, 6]
+
+
+def test_grid_is_a_model_config_change():
+    """A 128x128x16 grid of 0.4 m: outputs, proposals and voxel features follow cfg.grid, loss and backward work."""
+    cfg = get_model_config("tiny", ["grid.size=[128, 128, 16]", "grid.voxel_size_m=0.4"])
+    assert cfg.coarse_grid.size == (64, 64, 8) and cfg.coarse_grid.voxel_size_m == pytest.approx(0.8)
+    torch.manual_seed(0)
+    model = MonoOccStudent(cfg).train()
+    batch = _random_batch()
+    g = torch.Generator().manual_seed(1)
+    batch["labels"] = torch.randint(0, 20, (1, 128, 128, 16), generator=g)
+    batch["labels_half"] = torch.randint(0, 20, (1, 64, 64, 8), generator=g)
+    out = model(batch["image"], batch["K"], batch["T_cam_grid"])
+    assert out["ssc_logits"].shape == (1, 20, 128, 128, 16)
+    assert out["proposal_logits"].shape == (1, 2, 64, 64, 8)
+    assert out["voxel_features"].shape == (1, 16, 64, 64, 8)
+    # voxel centres are those of the configured grid (0.8 m coarse voxels from the same origin)
+    assert model.occupancy.centres[0].tolist() == pytest.approx([0.4, -25.2, -1.6])
+    MonoOccLoss.for_model(model)(out, batch)["loss"].backward()
+    labels, _ = model.eval().predict(batch["image"], batch["K"], batch["T_cam_grid"])
+    assert labels.shape == (1, 128, 128, 16)
+    with pytest.raises(ValueError, match="multiples of 8"):
+        get_model_config("tiny", ["grid.size=[100, 128, 16]"])
+
+
+def test_label_set_must_match_the_head():
+    cfg = get_model_config("tiny", ["head.num_classes=5"])
+    with pytest.raises(ValueError, match="'semantic_kitti' has 20 classes but head.num_classes is 5"):
+        cfg.label_set()
+    with pytest.raises(ValueError, match="neither a known label set"):
+        get_model_config("tiny", ["labels=/nonexistent/five.yaml"]).label_set()
+    assert get_model_config("tiny").label_set().num_classes == 20

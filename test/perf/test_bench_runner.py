@@ -8,7 +8,8 @@ import textwrap
 
 import pytest
 
-from monoocc_ros.bench import find_scripts, markdown_table, register, run_benches
+from monoocc_ros.bench import find_scripts, markdown_table, run_benches
+from monoocc_ros.cli.bench import register
 
 
 def _write(path, body: str) -> None:

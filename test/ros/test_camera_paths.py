@@ -14,7 +14,8 @@ from sensor_msgs.msg import CameraInfo
 
 from monoocc_ros import topics
 from monoocc_ros.data.bag_dataset import BagDataset
-from monoocc_ros.data.bag_io import read_bag_frames, typestore
+from monoocc_ros.data.bag_io import read_bag_frames
+from monoocc_ros.msgs.bagtypes import typestore
 from monoocc_ros.evaluation.offline import OfflineConfig, evaluate_offline
 from test_node import Harness
 

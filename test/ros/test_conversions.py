@@ -6,18 +6,17 @@ from builtin_interfaces.msg import Time
 from rclpy.serialization import deserialize_message, serialize_message
 from sensor_msgs.msg import CameraInfo, PointCloud2
 
+from monoocc_ros.camera import CameraInfoError, CameraInfoSizeError
 from monoocc_ros.grid import KITTI_GRID, VoxelGrid
 from monoocc_ros.labels import SEMANTIC_KITTI
 from monoocc_ros.msg import SemanticOccupancyGrid
+from monoocc_ros.msgs.cloud import occupied_voxels
+from monoocc_ros.msgs.decode import decode_camera_info
+from monoocc_ros.msgs.markers import class_cubes
 from monoocc_ros.ros.conversions import (
-    CameraInfoError,
-    CameraInfoSizeError,
-    camera_info_to_K,
-    class_cubes,
     cloud_to_msg,
     grid_to_msg,
     matrix_from_translation_quaternion,
-    occupied_voxels,
     static_transform_from_params,
 )
 
@@ -76,6 +75,22 @@ def test_grid_message_holds_the_labels_in_flat_order():
         grid_to_msg(labels[:10], None, KITTI_GRID, SEMANTIC_KITTI, Time(), "velodyne")
 
 
+def test_bag_and_node_grid_messages_are_the_same_bytes(small_labels):
+    """The converter (rosbags) and the node (rclpy) fill the grid from one grid_fields: same CDR."""
+    from monoocc_ros import topics
+    from monoocc_ros.msgs.bag_messages import grid_message
+    from monoocc_ros.msgs.bagtypes import typestore
+
+    stamp_ns = 1_700_000_000_123_456_789
+    node_msg = grid_to_msg(small_labels, None, SMALL, SEMANTIC_KITTI, Time(sec=1_700_000_000, nanosec=123_456_789),
+                           "velodyne")
+    bag_bytes = bytes(typestore().serialize_cdr(grid_message(small_labels, stamp_ns, SMALL, "velodyne"),
+                                                 topics.GRID_MSG_TYPE))
+    # rclpy leaves its alignment padding uninitialised: read its bytes back and write them with rosbags
+    node_back = typestore().deserialize_cdr(serialize_message(node_msg), topics.GRID_MSG_TYPE)
+    assert bytes(typestore().serialize_cdr(node_back, topics.GRID_MSG_TYPE)) == bag_bytes
+
+
 def test_class_cubes_one_marker_per_present_class(small_labels):
     pts = occupied_voxels(small_labels, None, SMALL, SEMANTIC_KITTI)
     cubes = class_cubes(pts, SMALL, SEMANTIC_KITTI, alpha=0.5)
@@ -104,11 +119,11 @@ def _info(w, h, k):
 
 def test_camera_info_checks():
     K = [700, 0, 300, 0, 700, 100, 0, 0, 1]
-    assert np.allclose(camera_info_to_K(_info(640, 200, K), (200, 640)), np.reshape(K, (3, 3)))
+    assert np.allclose(decode_camera_info(_info(640, 200, K), image_hw=(200, 640)), np.reshape(K, (3, 3)))
     with pytest.raises(CameraInfoSizeError, match="size 640x200 differs from the image size 320x100"):
-        camera_info_to_K(_info(640, 200, K), (100, 320))
+        decode_camera_info(_info(640, 200, K), image_hw=(100, 320))
     with pytest.raises(CameraInfoError, match="focal length"):
-        camera_info_to_K(_info(640, 200, [0] * 9), (200, 640))
+        decode_camera_info(_info(640, 200, [0] * 9), image_hw=(200, 640))
 
 
 def test_static_extrinsic_from_parameters():

@@ -32,7 +32,7 @@ from monoocc_ros.msg import SemanticOccupancyGrid
 from monoocc_ros.ros.diagnostics import process_memory_mb
 from monoocc_ros.ros.node import NODE_NAME, MonoOccNode
 from monoocc_ros.ros.conversions import matrix_from_translation_quaternion
-from monoocc_ros.ros.params import DEFAULT_STATIC_ROTATION_XYZW
+from monoocc_ros.ros.param_table import DEFAULT_STATIC_ROTATION_XYZW
 from ros_spin import spinning
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -16,7 +16,7 @@ from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import CameraInfo, Image
 
 from monoocc_ros import topics
-from monoocc_ros.ros.commands import register
+from monoocc_ros.cli.ros import register
 from monoocc_ros.ros.replay import ReplayConfig, parse_remaps, replay_bag
 
 STAMPS_NS = [1_000_000_000 + i * 50_000_000 for i in range(4)]  # 20 Hz, 0.15 s long
@@ -26,7 +26,8 @@ STAMPS_NS = [1_000_000_000 + i * 50_000_000 for i in range(4)]  # 20 Hz, 0.15 s 
 def small_bag(tmp_path_factory):
     from rosbags.rosbag2 import StoragePlugin, Writer
 
-    from monoocc_ros.data.bag_io import camera_info_message, image_message, tf_message, typestore
+    from monoocc_ros.msgs.bag_messages import camera_info_message, image_message, tf_message
+    from monoocc_ros.msgs.bagtypes import typestore
 
     store = typestore()
     path = tmp_path_factory.mktemp("replay") / "bag"
@@ -123,7 +124,7 @@ def test_replay_subcommand_parses_its_arguments():
 
 def test_replay_command_runs_as_a_process(ros_domain, small_bag):
     script = (
-        "import argparse, sys; from monoocc_ros.ros.commands import register; "
+        "import argparse, sys; from monoocc_ros.cli.ros import register; "
         "p = argparse.ArgumentParser(); register(p.add_subparsers()); "
         "a = p.parse_args(sys.argv[1:]); sys.exit(a.func(a))"
     )

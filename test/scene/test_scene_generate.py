@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from monoocc_ros.cli.data import register
 from monoocc_ros.data import kitti
-from monoocc_ros.data.scene import SceneConfig, generate_sequence, register
+from monoocc_ros.data.scene import SceneConfig, generate_sequence
 from monoocc_ros.data.scene_layout import EGO_LATERAL_M, StreetPath, build_street
 
 TINY = dict(num_frames=1, image_size=(32, 96))

@@ -46,7 +46,8 @@ def test_temperature_from_validation_lowers_held_out_ece(synthetic_bag, split_ba
     from monoocc_ros.models.checkpoint import build_model_from_checkpoint, load_checkpoint
     from training.calibrate import collect_logits
     from training.config import BUILTIN_CONFIG_DIR, load_train_config
-    from training.train import _open_dataset, run_training
+    from training.data import open_dataset
+    from training.train import run_training
 
     val, held_out = split_bags
     out = tmp_path / "student"
@@ -63,7 +64,7 @@ def test_temperature_from_validation_lowers_held_out_ece(synthetic_bag, split_ba
     assert model.head.temperature == record["temperature"] != 1.0
 
     # held-out frame (never trained on, not used for the fit), at the training image scale
-    logits, labels = collect_logits(model, _open_dataset((str(held_out),), "held_out", (), 0, SCALE), progress=False)
+    logits, labels = collect_logits(model, open_dataset((str(held_out),), "held_out", (), 0, SCALE), progress=False)
     eces = {}
     for name, t in (("before", 1.0), ("after", model.head.temperature)):
         prob, pred = (logits / t).softmax(1).max(1)

@@ -78,3 +78,29 @@ def test_override_words_stay_strings_and_yaml_off_gets_a_hint(tmp_path):
     path.write_text("distill:\n  mode: off\n")
     with pytest.raises(ConfigError, match="write 'off'"):
         load_train_config(path)
+
+
+def test_model_overrides_change_the_model_config(tmp_path):
+    """Another grid or label set is a config change: ``model_overrides`` reach the run's ModelConfig."""
+    from training.model_setup import resolve_model_config
+
+    path = tmp_path / "grid.yaml"
+    path.write_text("model: tiny\nmodel_overrides: ['grid.size=[128, 128, 16]', 'grid.voxel_size_m=0.4']\n")
+    cfg = load_train_config(path)
+    assert cfg.model_overrides == ("grid.size=[128, 128, 16]", "grid.voxel_size_m=0.4")
+    model_cfg = resolve_model_config(cfg)
+    assert model_cfg.grid.size == (128, 128, 16) and model_cfg.coarse_grid.size == (64, 64, 8)
+    assert resolve_model_config(load_train_config(tmp_path / "grid.yaml", ["model_overrides=[]"])).grid.size == (256, 256, 32)
+    path.write_text("model: tiny\nmodel_overrides: ['grid.voxel_sise_m=0.4']\n")
+    with pytest.raises(ConfigError, match="did you mean 'voxel_size_m'"):
+        resolve_model_config(load_train_config(path))
+
+
+def test_teacher_trunk_is_the_student_trunk_at_backbone_depth():
+    from monoocc_ros.models.config import get_model_config
+    from training.config import TeacherConfig
+
+    student = get_model_config("tiny").trunk
+    trunk = TeacherConfig(backbone_depth=101).trunk(student)
+    assert (trunk.depth, trunk.base_width, trunk.num_stages) == (101, student.base_width, student.num_stages)
+    assert trunk.stage_blocks == (3, 4, 23)

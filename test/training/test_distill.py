@@ -91,7 +91,7 @@ def untrained_teacher(synthetic_bag, tmp_path_factory):
     """A frozen teacher checkpoint at its initial weights: any fixed teacher is a distillation target."""
     from training.config import BUILTIN_CONFIG_DIR, load_train_config
     from training.ddp import DistEnv
-    from training.train import LAST, Trainer
+    from training.trainer import LAST, Trainer
 
     out = tmp_path_factory.mktemp("untrained_teacher")
     items = FAST + [f"data.train_bags={synthetic_bag}", "data.max_train_frames=1", "data.temporal_offsets=[-2]",
@@ -122,7 +122,7 @@ def held_out_distance(student_ckpt, teacher_ckpt, bag, index: int) -> float:
     from monoocc_ros.models.checkpoint import build_model_from_checkpoint, load_checkpoint
     from training.distill import feature_distance
     from training.teacher import load_teacher
-    from training.train import FrameDataset
+    from training.data import FrameDataset
 
     teacher, meta = load_teacher(teacher_ckpt)
     student, _ = build_model_from_checkpoint(load_checkpoint(student_ckpt))
@@ -193,7 +193,7 @@ def test_released_kl_drifts_over_120_steps_and_bounded_losses_do_not():
 
 
 def test_trainer_stops_with_a_clear_message_when_features_drift(untrained_teacher, synthetic_bag, tmp_path):
-    from training.train import TrainingError
+    from training.errors import TrainingError
 
     out = tmp_path / "drift"
     # the distilled features are LayerNorm outputs with RMS ~1 at the start: a limit of 0.5 is

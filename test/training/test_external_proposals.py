@@ -15,7 +15,8 @@ from monoocc_ros.models.checkpoint import load_checkpoint
 from monoocc_ros.models.proposals import read_query_file
 from training.config import BUILTIN_CONFIG_DIR, load_train_config
 from training.ddp import DistEnv
-from training.train import LOSS_LOG, Trainer, TrainingError
+from training.errors import TrainingError
+from training.trainer import LOSS_LOG, Trainer
 
 FAST = ["data.image_scale=0.125", "num_workers=0", "log_images=false", "device=cpu", "validate=false", "epochs=1",
         "distill.mode=off", "distill.teacher_checkpoint="]

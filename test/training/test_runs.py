@@ -18,7 +18,10 @@ import pytest
 import torch
 
 from training.config import BUILTIN_CONFIG_DIR, load_train_config
-from training.train import LOSS_LOG, NonFiniteLossError, Trainer, TrainingError, dump_teacher, run_training
+from training.dump import dump_teacher
+from training.errors import NonFiniteLossError, TrainingError
+from training.train import run_training
+from training.trainer import LOSS_LOG, Trainer
 
 REPO = Path(__file__).resolve().parents[2]
 # the tests that use the module's teacher run on one xdist worker, which trains it once
@@ -60,8 +63,11 @@ def subprocess_env() -> dict[str, str]:
     return env
 
 
-def torchrun_train(role: str, cfg_name: str, items: list[str], hash_dir: Path) -> None:
-    """``torchrun --nproc_per_node 2 -m training train <role>`` (gloo on CPU); each rank writes its weights' hash."""
+def torchrun_train(role: str, cfg_name: str, items: list[str], hash_dir: Path) -> str:
+    """``torchrun --nproc_per_node 2 -m training train <role>`` (gloo on CPU); each rank writes its weights' hash.
+
+    Returns the job's stderr.
+    """
     torchrun = Path(sys.executable).with_name("torchrun")
     cmd = [str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "training", "train", role,
            str(BUILTIN_CONFIG_DIR / cfg_name), "--hash-dir", str(hash_dir)]
@@ -69,6 +75,9 @@ def torchrun_train(role: str, cfg_name: str, items: list[str], hash_dir: Path) -
         cmd += ["--set", item]
     done = subprocess.run(cmd, cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=500)
     assert done.returncode == 0, done.stderr[-4000:]
+    # log lines come from rank 0 only (the other rank prints warnings and errors alone)
+    assert done.stderr.count(f"{role} training finished") == 1, done.stderr[-4000:]
+    return done.stderr
 
 
 def rank_hashes(hash_dir: Path) -> list[dict]:
@@ -173,6 +182,28 @@ def _single_env():
     return DistEnv()
 
 
+def test_validation_labels_are_the_predictors(synthetic_bag, tmp_path):
+    """Validation scores what the deployed checkpoint predicts: the Predictor's labels, voxel for voxel."""
+    import numpy as np
+    from torch.utils.data import default_collate
+
+    from monoocc_ros.predictor import Predictor
+    from training.validation import predict_batch
+
+    cfg = load_train_config(
+        BUILTIN_CONFIG_DIR / "student_tiny.yaml", student_overrides(synthetic_bag, tmp_path / "o", None, "data.max_train_frames=1")
+    )
+    trainer = Trainer(cfg, _single_env())
+    sample = trainer.train_set[0]
+    image_u8 = (sample["image"].permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()
+    sample["image"] = torch.from_numpy(image_u8).permute(2, 0, 1).float() / 255  # what the Predictor feeds
+    model = trainer.model.eval()
+    with torch.no_grad():
+        labels, _ = predict_batch(model, default_collate([sample]), "student")
+    expected = Predictor(model).predict(image_u8, sample["K"].double().numpy(), sample["T_cam_grid"].double().numpy())
+    np.testing.assert_array_equal(labels[0].numpy(), expected.labels)
+
+
 def test_missing_bag_and_bag_without_ground_truth(synthetic_kitti, tmp_path):
     from monoocc_ros.data.converter import convert_sequence
 
@@ -223,13 +254,13 @@ def test_resume_after_sigkill_repeats_losses(synthetic_bag, tmp_path, capfd):
     # depend on how fast the machine steps while the test polls for last.pt.
     hold_after_first_checkpoint = (
         "import sys, time\n"
-        "import training.train as train\n"
+        "import training.trainer as trainer\n"
         "from training.__main__ import main\n"
-        "save = train.save_training_state\n"
+        "save = trainer.save_training_state\n"
         "def save_then_hold(*args, **kwargs):\n"
         "    save(*args, **kwargs)\n"
         "    time.sleep(3600)\n"
-        "train.save_training_state = save_then_hold\n"
+        "trainer.save_training_state = save_then_hold\n"
         "sys.exit(main(sys.argv[1:]))\n"
     )
     cfg_file = str(BUILTIN_CONFIG_DIR / "student_tiny.yaml")
@@ -272,6 +303,13 @@ def test_torchrun_two_ranks_agree(teacher_run, synthetic_bag, tmp_path):
         ranks = rank_hashes(hash_dir)
         assert ranks[0]["step"] == ranks[1]["step"] == 1  # 2 frames over 2 ranks: one step each
         assert ranks[0]["sha256"] == ranks[1]["sha256"], role
+    # the logged losses are the mean over ranks, not rank 0's own: each rank stepped on another frame
+    for out, hash_dir in ((teacher_out, teacher_hashes), (tmp_path / "student", student_hashes)):
+        logged = json.loads((out / LOSS_LOG).read_text().splitlines()[0])
+        local = [rank["local_losses"] for rank in rank_hashes(hash_dir)]
+        assert local[0]["loss"] != pytest.approx(local[1]["loss"], rel=1e-4), local
+        for key in local[0]:
+            assert logged[key] == pytest.approx((local[0][key] + local[1][key]) / 2, rel=1e-6), (out, key, logged, local)
     # only rank 0 writes: one log line per step, not one per rank
     assert len((tmp_path / "student" / LOSS_LOG).read_text().splitlines()) == 1
     assert len((teacher_out / LOSS_LOG).read_text().splitlines()) == 1

@@ -1,8 +1,24 @@
-"""The ``monoocc`` command: one entry point, one subcommand per job.
+"""The ``monoocc`` command: one entry point, one subcommand per job; all argument parsing lives here.
 
-Each job's module exposes ``register(subparsers)``, which adds its subcommand and sets
-``func`` to the function that runs it; heavy imports happen inside that function so that
-``monoocc --help`` stays fast.
+Each module of this package exposes ``register(subparsers)``, which adds its subcommands and sets
+``func`` to a :class:`~monoocc_ros.cli.handlers.Handler`: the name of the function that runs the
+job, in the job's own module (``monoocc_ros.evaluation.commands:run``, ``training.commands:_run_job``
+...), imported only when the job runs. So ``monoocc --help`` stays fast and only the training jobs
+import :mod:`training`; the core (``monoocc_ros`` without this package and :mod:`monoocc_ros.ros`)
+never does (test/packaging/test_core_imports.py).
+
+Modules, in the order of the workflow (and of ``monoocc --help``):
+
+- :mod:`.data`: ``generate-scene``, ``convert-kitti`` (handlers in :mod:`monoocc_ros.data`);
+- :mod:`.train`: ``train teacher|student|dump-teacher|calibrate``, ``experiment ablation``
+  (handlers in :mod:`training`; ``python -m training`` uses this parser too);
+- :mod:`.models`: ``convert-checkpoint``, ``export`` (:mod:`monoocc_ros.models.commands`);
+- :mod:`.eval`: ``eval`` (:mod:`monoocc_ros.evaluation.commands`);
+- :mod:`.ros`: ``replay`` (:mod:`monoocc_ros.ros.commands`);
+- :mod:`.bench`: ``bench`` (:mod:`monoocc_ros.bench`).
+
+:mod:`.handlers` holds :class:`~monoocc_ros.cli.handlers.Handler`, :mod:`.formatter` the help
+formatter that shows only the defaults that say something.
 """
 
 from __future__ import annotations
@@ -11,15 +27,13 @@ import argparse
 import os
 import sys
 
-from monoocc_ros import __version__, bench
-from monoocc_ros.data import commands as data_commands
-from monoocc_ros.data import scene
+from monoocc_ros import __version__
+from monoocc_ros.cli import bench, data, models, ros, train
+from monoocc_ros.cli import eval as eval_cli  # (the module of `monoocc eval`, not the builtin)
 from monoocc_ros.errors import UserError
-from monoocc_ros.evaluation import commands as eval_commands
-from monoocc_ros.models import commands as model_commands
-from monoocc_ros.ros import commands as ros_commands
-from training import commands as train_commands
-from training import experiment as experiment_commands
+
+__all__ = ["build_parser", "main"]
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -29,14 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"monoocc {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     # In the order of the workflow: data, training, weights, evaluation, deployment.
-    scene.register(subparsers)
-    data_commands.register(subparsers)
-    train_commands.register(subparsers)
-    experiment_commands.register(subparsers)
-    model_commands.register(subparsers)
-    eval_commands.register(subparsers)
-    ros_commands.register(subparsers)
-    bench.register(subparsers)
+    for module in (data, train, models, eval_cli, ros, bench):
+        module.register(subparsers)
     return parser
 
 
@@ -72,6 +80,3 @@ def _one_line(exc: BaseException) -> str:
         return text
     return f"{text} ({type(exc).__name__})" if text else type(exc).__name__
 
-
-if __name__ == "__main__":
-    sys.exit(main())

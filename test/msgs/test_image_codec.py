@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from monoocc_ros.image_codec import MAX_PIXELS, ImageDecodeError, compressed_size, decode_compressed, decode_raw
+from monoocc_ros.msgs.image import MAX_PIXELS, ImageDecodeError, compressed_size, decode_compressed, decode_raw
 
 
 def test_16_bit_encodings_scale_like_cv_bridge_in_either_byte_order():

@@ -1,179 +1,18 @@
-"""Persistent semantic map in a fixed frame (``odom``) and a BEV costmap, ROS-free.
-
-Each frame's 256x256x32 prediction (labels + confidence, grid frame) is fused into a rolling
-window of voxels centred on the vehicle, expressed in the fixed frame through the grid's pose
-at the image stamp (``T_odom_grid``).
-
-Per map voxel (flat arrays over the window, ring-buffer addressed in x and y):
-
-* ``logodds`` (float32): occupancy evidence. A voxel predicted occupied adds
-  ``hit_logodds * conf``; a voxel predicted empty inside the camera frustum adds
-  ``miss_logodds * conf`` (negative); clamped to ``[min_logodds, max_logodds]``. Occupied
-  above ``occupied_logodds``; 0 = no evidence (never observed): "unknown".
-* ``label`` / ``votes`` (uint8 / float16): the class, by a confidence-weighted majority vote
-  (Boyer-Moore): the same class adds ``conf`` to the margin, another class removes it and
-  takes over when the margin drops below zero. One class per voxel instead of a histogram
-  keeps memory at a few bytes per voxel.
-* ``stamp`` (float32, seconds since the first frame): time of the last update. Occupied
-  evidence decays exponentially towards 0 with the time constant of the voxel's class
-  (``movable_tau_s`` for car, person, bicyclist ..., ``static_tau_s`` otherwise), lazily:
-  when the voxel is next updated or read, so a frame only touches the voxels it observes. A
-  car that drives away inside the view is cleared by free-space evidence; one that leaves
-  the view fades. Free-space evidence does not decay (a later hit overrides it).
-* ``sat`` (uint8): the voxel's saturated state, one code per state a repeated identical
-  observation cannot change: free at ``min_logodds``, or a non-decaying class at
-  ``max_logodds``. A frame skips voxels whose observation equals it, so a static scene
-  seen again costs little.
-
-Memory and speed:
-
-* The window is a fixed array of ``size`` voxels (default 512 x 512 x 32 at 0.2 m =
-  102.4 x 102.4 x 6.4 m, 12 bytes per voxel = 96 MiB), whatever the driven distance or time:
-  memory does not grow as the vehicle drives. When the vehicle moves, the window origin moves
-  by whole voxels; in x and y only the slabs that leave the window are cleared (ring
-  addressing, no copy); in z (climbing or descending a voxel) the layers are shifted. What
-  leaves the window is forgotten.
-* A frame is fused column by column: for every map column under the grid's footprint the
-  nearest grid column (2D rotation by the pose's yaw) and a per-column height offset are
-  computed (about 10^5 columns); three row-wise passes compare the frame's observation codes
-  with ``sat`` and only the differing voxels are gathered and updated (a few 10^5 of the 2M).
-  Pulling each map voxel from its nearest grid voxel (instead of pushing grid voxels to
-  their nearest map voxel) leaves no holes and no double writes under rotation. Roll and
-  pitch enter only through the per-column height offset (exact for a level pose; tilts above
-  ``max_tilt_deg`` are refused). ``bench/bench_map.py`` measures the time per frame.
-* The comparison and update run in one C pass over the footprint's columns
-  (:mod:`monoocc_ros.map_kernel`, compiled on first use, bit-identical to the numpy path that is
-  kept as the fallback: ``use_kernel = False`` or no compiler); about 3-4x less CPU per frame.
-  Its scratch buffers for the decaying voxels are sized for a whole grid but only the pages
-  written (a few thousand entries per frame) are ever resident.
-
-Example:
-    >>> from monoocc_ros.mapping import MapConfig, SemanticMap
-    >>> m = SemanticMap(MapConfig())
-    >>> m.integrate(labels, confidence, T_odom_grid, stamp_s, camera)   # doctest: +SKIP
-    >>> costmap = m.costmap()                                           # doctest: +SKIP
-"""
+"""The semantic map's state, its rolling window and the fusion of one frame (see :mod:`monoocc_ros.mapping`)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from functools import lru_cache
-
 import numpy as np
 
-from monoocc_ros import map_kernel
 from monoocc_ros.camera import CameraModel, check_rigid
 from monoocc_ros.grid import KITTI_GRID, VoxelGrid
-from monoocc_ros.labels import EMPTY, IGNORE, SEMANTIC_KITTI, LabelMap
+from monoocc_ros.labels import EMPTY
+from monoocc_ros.mapping import kernel as map_kernel
+from monoocc_ros.mapping.config import MapConfig
+from monoocc_ros.mapping.frustum import CLASS_MASK, FREE_CODE, code_mask
+from monoocc_ros.mapping.readout import MapReadout
 
-__all__ = [
-    "COSTMAP_FREE",
-    "COSTMAP_OBSTACLE",
-    "COSTMAP_UNKNOWN",
-    "MOVABLE_CLASSES",
-    "MapConfig",
-    "MapSnapshot",
-    "SemanticMap",
-    "frustum_mask",
-]
-
-MOVABLE_CLASSES = (
-    "car", "bicycle", "motorcycle", "truck", "other-vehicle", "person", "bicyclist", "motorcyclist",
-)
-"""Classes whose evidence fades with ``movable_tau_s`` (things that move away)."""
-
-COSTMAP_UNKNOWN = -1
-COSTMAP_FREE = 0
-COSTMAP_OBSTACLE = 100
-"""Cell values of :meth:`SemanticMap.costmap` (nav_msgs/OccupancyGrid convention)."""
-
-
-@dataclass(frozen=True)
-class MapConfig:
-    """Options of the semantic map.
-
-    Attributes:
-        size: (X, Y, Z) voxels of the rolling window.
-        voxel_size_m: edge of a map voxel (the grid's, 0.2 m, for a one-to-one fusion).
-        hit_logodds: occupancy evidence of one voxel predicted occupied with confidence 1.
-        miss_logodds: evidence of one voxel predicted empty in the frustum (negative).
-        min_logodds, max_logodds: clamps, so a voxel can change state in a bounded number of
-            frames.
-        occupied_logodds: a voxel is occupied above this.
-        max_votes: clamp of the class margin (a class can be overturned in bounded time).
-        movable_classes: class names that decay with ``movable_tau_s``.
-        movable_tau_s, static_tau_s: decay time constants of occupied evidence (inf: none).
-        occupied_in_frustum_only: fuse occupied voxels only inside the camera frustum (the
-            network also completes the scene outside it).
-        max_tilt_deg: refuse poses whose grid z axis tilts more than this from the fixed
-            frame's z axis.
-        drivable_classes: costmap cells whose occupied voxels are only these classes are free.
-        obstacle_band_m: (low, high) heights, relative to the grid frame's origin at the
-            latest pose, in which any other occupied voxel makes an obstacle.
-    """
-
-    size: tuple[int, int, int] = (512, 512, 32)
-    voxel_size_m: float = 0.2
-    hit_logodds: float = 0.85
-    miss_logodds: float = -0.4
-    min_logodds: float = -1.2
-    max_logodds: float = 2.0
-    occupied_logodds: float = 0.25
-    max_votes: float = 5.0
-    movable_classes: tuple[str, ...] = MOVABLE_CLASSES
-    movable_tau_s: float = 2.0
-    static_tau_s: float = float("inf")
-    occupied_in_frustum_only: bool = False
-    max_tilt_deg: float = 10.0
-    drivable_classes: tuple[str, ...] = ("road", "parking")
-    obstacle_band_m: tuple[float, float] = (-1.9, 0.6)
-    labels: LabelMap = field(default=SEMANTIC_KITTI, repr=False)
-
-    def __post_init__(self):
-        if len(self.size) != 3 or any(int(n) < 2 for n in self.size):
-            raise ValueError(f"MapConfig.size must be three sizes >= 2, got {self.size!r}")
-        object.__setattr__(self, "size", tuple(int(n) for n in self.size))
-        if not self.voxel_size_m > 0:
-            raise ValueError(f"MapConfig.voxel_size_m must be > 0, got {self.voxel_size_m!r}")
-        if not (self.hit_logodds > 0 and self.miss_logodds < 0):
-            raise ValueError("MapConfig.hit_logodds must be > 0 and miss_logodds < 0")
-        if not self.min_logodds < self.occupied_logodds < self.max_logodds:
-            raise ValueError("MapConfig needs min_logodds < occupied_logodds < max_logodds")
-        for name in ("movable_tau_s", "static_tau_s", "max_votes"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"MapConfig.{name} must be > 0, got {getattr(self, name)!r}")
-        for name in (*self.movable_classes, *self.drivable_classes):
-            if name not in self.labels.names:
-                raise ValueError(f"MapConfig: unknown class name {name!r} (one of {list(self.labels.names)})")
-        lo, hi = self.obstacle_band_m
-        if not lo < hi:
-            raise ValueError(f"MapConfig.obstacle_band_m must be (low, high) with low < high, got {self.obstacle_band_m!r}")
-
-    @property
-    def memory_bytes(self) -> int:
-        """Bytes of the map state: 12 per voxel, fixed by ``size``."""
-        return int(np.prod(self.size)) * 12
-
-
-FREE_CODE = 0xE0
-"""Observation / saturation code of free space; ``FREE_CODE & CLASS_MASK == 0``."""
-CLASS_MASK = 0x1F
-"""Bits of a class id in the codes (20 SemanticKITTI classes fit)."""
-
-
-@lru_cache(maxsize=4)
-def _code_mask_cached(key: bytes, grid: VoxelGrid, occupied_in_frustum_only: bool) -> np.ndarray:
-    inside = _frustum_cached(key, grid)
-    outside = 0 if occupied_in_frustum_only else CLASS_MASK
-    mask = np.where(inside, np.uint8(0xFF), np.uint8(outside)).astype(np.uint8)
-    mask.setflags(write=False)
-    return mask
-
-
-def _code_mask(camera: CameraModel, grid: VoxelGrid, occupied_in_frustum_only: bool) -> np.ndarray:
-    """(X*Y*Z,) uint8 AND-mask of observation codes: all bits in the frustum; outside it only
-    the class bits (free space outside the view is no evidence), or none."""
-    return _code_mask_cached(_camera_key(camera), grid, occupied_in_frustum_only)
+__all__ = ["SemanticMap"]
 
 
 def _ptr(a: np.ndarray | None) -> int | None:
@@ -181,53 +20,8 @@ def _ptr(a: np.ndarray | None) -> int | None:
     return None if a is None else a.ctypes.data
 
 
-def _camera_key(camera: CameraModel) -> bytes:
-    return np.concatenate(
-        [camera.K.ravel(), camera.T_cam_grid.ravel(), np.asarray(camera.image_hw, dtype=np.float64)]
-    ).astype(np.float64).tobytes()
-
-
-@lru_cache(maxsize=4)
-def _frustum_cached(key: bytes, grid: VoxelGrid) -> np.ndarray:
-    K, T, hw = _frustum_key_decode(key)
-    camera = CameraModel(K=K, T_cam_grid=T, image_hw=hw)
-    visible = camera.project(grid.centres())[2]
-    visible.setflags(write=False)
-    return visible
-
-
-def _frustum_key_decode(key: bytes):
-    values = np.frombuffer(key, dtype=np.float64)
-    return values[:9].reshape(3, 3), values[9:25].reshape(4, 4), (int(values[25]), int(values[26]))
-
-
-def frustum_mask(camera: CameraModel, grid: VoxelGrid = KITTI_GRID) -> np.ndarray:
-    """(X*Y*Z,) bool, flat grid order: voxel centres inside the camera's field of view.
-
-    Cached per calibration (a projection of the 2M voxel centres takes about 0.1 s; the
-    calibration rarely changes).
-    """
-    return _frustum_cached(_camera_key(camera), grid)
-
-
-@dataclass(frozen=True)
-class MapSnapshot:
-    """The map window unrolled into a plain grid at one time.
-
-    Attributes:
-        grid: geometry in the fixed frame (origin = window minimum corner).
-        labels: (X, Y, Z) uint8 train ids; EMPTY where observed free, IGNORE (255) where
-            unknown (never observed, or decayed back to no evidence).
-        confidence: (X, Y, Z) uint8, occupancy probability of the voxel * 255.
-    """
-
-    grid: VoxelGrid
-    labels: np.ndarray
-    confidence: np.ndarray
-
-
-class SemanticMap:
-    """Rolling semantic voxel map; see the module docstring.
+class SemanticMap(MapReadout):
+    """Rolling semantic voxel map; see :mod:`monoocc_ros.mapping`.
 
     Args:
         cfg: options.
@@ -235,7 +29,7 @@ class SemanticMap:
             maps from).
 
     Attributes:
-        logodds, label, votes, stamp: flat per-voxel state in ring order (see module docstring).
+        logodds, label, votes, stamp: flat per-voxel state in ring order (see :mod:`monoocc_ros.mapping`).
         lo: (3,) int64 world voxel index of the window's minimum corner (None before the first
             frame).
     """
@@ -259,7 +53,7 @@ class SemanticMap:
         self.time_s = 0.0  # latest stamp, relative to epoch_s
         self.frames = 0
         self.T_odom_grid: np.ndarray | None = None
-        self.use_kernel = True  # the C kernel of monoocc_ros.map_kernel where it builds; else numpy
+        self.use_kernel = True  # the C kernel of monoocc_ros.mapping.kernel where it builds; else numpy
         # the kernel's deferred decaying voxels (at most one per grid voxel): exponents, (src, dst)
         self._decay_buf: np.ndarray | None = None
         self._defer_buf: np.ndarray | None = None
@@ -471,9 +265,9 @@ class SemanticMap:
 
     def _fuse_kernel(self, lib, labels, confidence, camera, ring_col, src_col, offset, now: float) -> int:
         """:meth:`_candidates` and :meth:`_update` in one C pass (bit-identical, see
-        :mod:`monoocc_ros.map_kernel`); numpy only exponentiates the decay factors."""
+        :mod:`monoocc_ros.mapping.kernel`); numpy only exponentiates the decay factors."""
         cfg = self.cfg
-        mask = _code_mask(camera, self.grid, cfg.occupied_in_frustum_only)
+        mask = code_mask(camera, self.grid, cfg.occupied_in_frustum_only)
         labels = np.ascontiguousarray(labels)
         conf = None if confidence is None else np.ascontiguousarray(confidence)
         if self._decay_buf is None:
@@ -504,7 +298,7 @@ class SemanticMap:
     def _observation(self, labels: np.ndarray, camera: CameraModel) -> np.ndarray:
         """(X*Y, Z) uint8 observation code of the grid: 0 = no evidence (unknown, or empty
         outside the frustum), 1..N-1 = predicted class, FREE_CODE = empty inside the frustum."""
-        mask = _code_mask(camera, self.grid, self.cfg.occupied_in_frustum_only)
+        mask = code_mask(camera, self.grid, self.cfg.occupied_in_frustum_only)
         code = self._obs_lut[labels.reshape(-1)]
         np.bitwise_and(code, mask, out=code)
         return code.reshape(-1, self.grid.size[2])
@@ -588,83 +382,3 @@ class SemanticMap:
             rate = (np.float32(now) - self.stamp[r]) * self._inv_tau[self.label[r]]
             lo[pos] *= np.exp(-rate)
         return lo
-
-    # ------------------------------------------------------------------ read-out
-    def snapshot(self) -> MapSnapshot:
-        """The whole window at the latest stamp as a plain grid (for messages and scoring).
-
-        Labels: the class where the decayed log-odds exceed ``occupied_logodds``, EMPTY where
-        the map holds any other evidence, IGNORE (255) where it holds none (never observed,
-        or forgotten). Confidence: probability of that label * 255 (0 where unknown).
-        """
-        X, Y, Z = self.cfg.size
-        lo = self._decayed_all()
-        shift = (-int(self.lo[0] % X), -int(self.lo[1] % Y))
-
-        def unroll(a):
-            return np.roll(a.reshape(X, Y, Z), shift, axis=(0, 1))
-
-        lo = unroll(lo)
-        occupied = lo > self.cfg.occupied_logodds
-        labels = np.where(occupied, unroll(self.label), EMPTY).astype(np.uint8)
-        unknown = lo == 0
-        labels[unknown] = IGNORE
-        p = 1.0 / (1.0 + np.exp(-lo))
-        conf = np.round(np.where(occupied, p, 1.0 - p) * 255).astype(np.uint8)
-        conf[unknown] = 0
-        return MapSnapshot(self.window_grid(), labels, conf)
-
-    def _decayed_all(self) -> np.ndarray:
-        lo = self.logodds.copy()
-        pos = np.flatnonzero(lo > 0)
-        if len(pos):
-            rate = (np.float32(self.time_s) - self.stamp[pos]) * self._inv_tau[self.label[pos]]
-            lo[pos] *= np.exp(-rate)
-        return lo
-
-    def labels_in_grid(self, T_odom_grid: np.ndarray) -> np.ndarray:
-        """The map sampled at the voxel centres of a grid at pose ``T_odom_grid`` (nearest).
-
-        Returns:
-            (X, Y, Z) uint8 train ids in the grid's layout; EMPTY where the map holds free
-            space or nothing (never observed, outside the window).
-        """
-        T = check_rigid(T_odom_grid, name="T_odom_grid")
-        out = np.zeros(self.grid.num_voxels, dtype=np.uint8)
-        if self.lo is None:
-            return out.reshape(self.grid.size)
-        vs = self.cfg.voxel_size_m
-        X, Y, Z = self.cfg.size
-        world = self.grid.centres() @ T[:3, :3].T + T[:3, 3]
-        w = np.floor(world / vs).astype(np.int64)
-        rel = w - self.lo
-        inside = np.all((rel >= 0) & (rel < np.asarray(self.cfg.size)), axis=1)
-        ring = ((w[inside, 0] % X) * Y + (w[inside, 1] % Y)) * Z + rel[inside, 2]
-        lo = self._decayed(ring, self.time_s)
-        out[inside] = np.where(lo > self.cfg.occupied_logodds, self.label[ring], EMPTY)
-        return out.reshape(self.grid.size)
-
-    def costmap(self, snapshot: MapSnapshot | None = None) -> tuple[np.ndarray, VoxelGrid]:
-        """BEV costmap of the window at the latest stamp.
-
-        A cell is an obstacle (100) when an occupied voxel of a non-drivable class lies in
-        ``obstacle_band_m`` (heights relative to the latest grid pose), free (0) when any of its
-        voxels holds evidence otherwise, unknown (-1) when none does.
-
-        Returns:
-            cells: (X, Y) int8, x-major (transpose for nav_msgs/OccupancyGrid, whose rows are y).
-            grid: the window geometry (origin = window min corner in the fixed frame).
-        """
-        snap = snapshot if snapshot is not None else self.snapshot()
-        vs = self.cfg.voxel_size_m
-        z0 = self.T_odom_grid[2, 3]
-        zc = snap.grid.origin_m[2] + (np.arange(self.cfg.size[2]) + 0.5) * vs - z0
-        band = (zc >= self.cfg.obstacle_band_m[0]) & (zc <= self.cfg.obstacle_band_m[1])
-        lab = snap.labels[:, :, band]
-        occupied = (lab != EMPTY) & (lab != IGNORE)
-        obstacle = np.any(occupied & ~self._drivable[lab], axis=2)
-        observed = np.any(snap.labels != IGNORE, axis=2)
-        cells = np.full(self.cfg.size[:2], COSTMAP_UNKNOWN, dtype=np.int8)
-        cells[observed] = COSTMAP_FREE
-        cells[obstacle] = COSTMAP_OBSTACLE
-        return cells, snap.grid

@@ -6,7 +6,7 @@ from geometry_msgs.msg import Point
 from rclpy.serialization import deserialize_message, serialize_message
 from visualization_msgs.msg import Marker, MarkerArray
 
-from monoocc_ros.ros.cdr import CubeList, serialize_marker_array, serialize_marker_array_with_padding
+from monoocc_ros.msgs.markers import CubeList, serialize_marker_array, serialize_marker_array_with_padding
 
 
 def _slow_marker_array(stamp_ns, frame_id, cubes):

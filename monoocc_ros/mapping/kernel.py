@@ -12,7 +12,7 @@ differ in the last bit for a third of the inputs. The pass defers the voxels who
 (a few thousand: movable classes with positive evidence), writing their exponents and indices;
 numpy exponentiates them, and a second call updates just those. Each map voxel is fed by one grid
 voxel, so the order does not matter and the result is bit-identical to the numpy path
-(``test/core/test_map_kernel.py``).
+(``test/mapping/test_map_kernel.py``).
 
 Built on first use with the system compiler through :mod:`monoocc_ros.native`, like the inference
 kernels (same cache directory and ``MONOOCC_FUSED_KERNELS=0`` switch, no torch import); where it
@@ -31,7 +31,7 @@ _SOURCE = r"""
 #include <math.h>
 #include <stdint.h>
 
-/* mapping.py SemanticMap._columns after its bounding box: every map column (wi, wj) of the box whose
+/* mapping/semantic_map.py SemanticMap._columns after its bounding box: every map column (wi, wj) of the box whose
    centre falls in a grid column, with that grid column and the map layer of the grid's layer 0; the
    same double operations in the same order. Returns the number of columns written. */
 int64_t map_columns(int64_t i0, int64_t i1, int64_t j0, int64_t j1, double vs, double t0, double t1,
@@ -66,7 +66,7 @@ typedef struct {
   float min_lo, max_lo, max_votes, now;
 } Map;
 
-/* The update of map voxel d from grid voxel s (mapping.py SemanticMap._update, same operations). */
+/* The update of map voxel d from grid voxel s (mapping/semantic_map.py SemanticMap._update, same operations). */
 static inline void update(const Map* m, int64_t s, int64_t d, int dec, float factor) {
   uint8_t cur = m->label[d];
   float lo = m->logodds[d];

@@ -1,4 +1,4 @@
-"""The C kernel of the map (monoocc_ros.map_kernel) against the numpy path it replaces.
+"""The C kernel of the map (monoocc_ros.mapping.kernel) against the numpy path it replaces.
 
 Both fuse the same frames (a persistent random scene with per-frame flicker, seen from a vehicle
 that drives, turns, climbs and tilts, with gaps in time so movable classes decay) and must leave
@@ -12,11 +12,11 @@ import shutil
 import numpy as np
 import pytest
 
-from monoocc_ros import map_kernel
 from monoocc_ros.camera import CameraModel, kitti_camera_from_calib
 from monoocc_ros.grid import KITTI_GRID
 from monoocc_ros.labels import IGNORE, SEMANTIC_KITTI
 from monoocc_ros.mapping import MapConfig, SemanticMap
+from monoocc_ros.mapping import kernel as map_kernel
 
 
 def _camera() -> CameraModel:

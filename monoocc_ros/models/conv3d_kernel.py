@@ -1,0 +1,156 @@
+"""A direct C 3D convolution for few channels (the proposal network's ASPP head at inference).
+
+oneDNN's 2D convolutions with 1 to 4 input channels run far below this CPU's FLOP rate, and
+PyTorch's CPU Conv3d with few channels is a reference loop. This kernel walks one output row (one
+(d, h), every output channel) at a time: the input rows of the kd x kh taps that exist are copied
+once into zero-padded buffers, and 16 output voxels at a time accumulate every tap, input channel
+and kw shift in one vector register per output channel. Zero padding, dilation and bias as
+``nn.Conv3d`` (stride 1, same size); fp32, summation order differs.
+
+Compiled on first use like :mod:`cpu_kernels` (``MONOOCC_FUSED_KERNELS=0`` or no compiler: None,
+and :func:`~monoocc_ros.models.proposals.conv3d_on_slices` uses oneDNN instead).
+"""
+
+from __future__ import annotations
+
+import ctypes
+
+import torch
+from torch import Tensor, nn
+
+from monoocc_ros.models.cpu_kernels import checked
+from monoocc_ros.native import NativeLibrary
+
+__all__ = ["supports", "conv3d_slices", "MAX_CHANNELS"]
+
+MAX_CHANNELS, MAX_WIDTH, MAX_TAPS = 16, 4096, 16
+
+_SOURCE = r"""
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define L 16  /* output voxels along W per step: one vector of accumulators per output channel */
+
+/* One output row: rows[t * Cin + ci] are the zero-padded input rows of the n valid (z, y) taps;
+   wt: (n taps of kd*kh, Cin, kw, Cout) with the taps' weights; the accumulators stay in registers
+   for a constant Cout. */
+static inline __attribute__((always_inline)) void row_pass(const float* const* rows, const float* const* wt,
+    int64_t n, int64_t Cin, int64_t kw, int64_t dw, const int64_t Cout, const float* b, int64_t W, int64_t H,
+    float* out) {
+  for (int64_t x0 = 0; x0 < W; x0 += L) {
+    float acc[Cout][L];
+    for (int64_t co = 0; co < Cout; ++co)
+      for (int j = 0; j < L; ++j) acc[co][j] = b ? b[co] : 0.f;
+    for (int64_t t = 0; t < n; ++t) {
+      for (int64_t ci = 0; ci < Cin; ++ci) {
+        const float* r = rows[t * Cin + ci] + x0;
+        const float* w = wt[t] + ci * kw * Cout;
+        for (int64_t ix = 0; ix < kw; ++ix) {
+          const float* v = r + ix * dw;
+          for (int64_t co = 0; co < Cout; ++co) {
+            const float wc = w[ix * Cout + co];
+            #pragma omp simd
+            for (int j = 0; j < L; ++j) acc[co][j] += wc * v[j];
+          }
+        }
+      }
+    }
+    const int64_t m = W - x0 < L ? W - x0 : L;
+    for (int64_t co = 0; co < Cout; ++co)
+      for (int64_t j = 0; j < m; ++j) out[co * H * W + x0 + j] = acc[co][j];
+  }
+}
+
+/* x: (D, Cin, H, W) slices of one volume; w: (kd, kh, Cin, kw, Cout); b: (Cout) or NULL;
+   out: (D, Cout, H, W). Output rows (d, h) over `threads` OpenMP threads. */
+void conv3d_slices(const float* x, const float* w, const float* b, float* out, int64_t D, int64_t Cin,
+                   int64_t H, int64_t W, int64_t Cout, int64_t kd, int64_t kh, int64_t kw,
+                   int64_t dd, int64_t dh, int64_t dw, int64_t pd, int64_t ph, int64_t pw, int threads) {
+  const int64_t stride = ((W + 2 * pw + L) / L + 1) * L;  /* a padded row, rounded up past the last step */
+  #pragma omp parallel num_threads(threads)
+  {
+    float* pad = (float*)calloc((size_t)(kd * kh * Cin * stride), sizeof(float));
+    const float* rows[16 * 16 * 16];
+    const float* wt[16 * 16];
+    #pragma omp for schedule(static)
+    for (int64_t row = 0; row < D * H; ++row) {
+      const int64_t d = row / H, h = row % H;
+      int64_t n = 0;
+      for (int64_t iz = 0; iz < kd; ++iz) {
+        const int64_t sd = d + iz * dd - pd;
+        if (sd < 0 || sd >= D) continue;
+        for (int64_t iy = 0; iy < kh; ++iy) {
+          const int64_t sh = h + iy * dh - ph;
+          if (sh < 0 || sh >= H) continue;
+          for (int64_t ci = 0; ci < Cin; ++ci) {
+            float* dst = pad + (n * Cin + ci) * stride;  /* zeros stay in the pads: only the middle is written */
+            memcpy(dst + pw, x + ((sd * Cin + ci) * H + sh) * W, W * sizeof(float));
+            rows[n * Cin + ci] = dst;
+          }
+          wt[n++] = w + (iz * kh + iy) * Cin * kw * Cout;
+        }
+      }
+      float* o = out + (d * Cout * H + h) * W;
+      if (Cout == 4) row_pass(rows, wt, n, Cin, kw, dw, 4, b, W, H, o);
+      else if (Cout == 2) row_pass(rows, wt, n, Cin, kw, dw, 2, b, W, H, o);
+      else if (Cout == 8) row_pass(rows, wt, n, Cin, kw, dw, 8, b, W, H, o);
+      else row_pass(rows, wt, n, Cin, kw, dw, Cout, b, W, H, o);
+    }
+    free(pad);
+  }
+}
+"""
+
+_FLAGS = ["-O3", "-march=native", "-mprefer-vector-width=512", "-fopenmp", "-fPIC", "-shared", "-fno-math-errno"]
+
+
+def _declare(lib: ctypes.CDLL) -> None:
+    lib.conv3d_slices.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_int64] * 14 + [ctypes.c_int]
+    lib.conv3d_slices.restype = None
+
+
+_LIBRARY = NativeLibrary("conv3d", _SOURCE, _FLAGS, declare=_declare, fallback="oneDNN Conv2d on slices")
+_state = _LIBRARY.state  # tests set _state["lib"] = None to run the fallback
+
+
+def supports(x: Tensor, conv: nn.Conv3d) -> bool:
+    """True when the kernel runs ``conv`` on ``x``: CPU float32, few channels, stride 1, same size,
+    at most 16 taps per axis, the library built, and not inside a trace or compile."""
+    if torch.jit.is_tracing() or torch.compiler.is_compiling() or torch.is_autocast_enabled("cpu"):
+        return False
+    pd, ph, pw = conv.padding
+    ok = (x.device.type == "cpu" and x.dtype == torch.float32 and conv.weight.dtype == torch.float32
+          and conv.in_channels <= MAX_CHANNELS and conv.out_channels <= MAX_CHANNELS and conv.groups == 1
+          and conv.stride == (1, 1, 1) and x.shape[-1] <= MAX_WIDTH and max(conv.kernel_size) <= MAX_TAPS
+          and all(2 * p == d * (k - 1) for p, d, k in zip(conv.padding, conv.dilation, conv.kernel_size)))
+    return ok and _LIBRARY.load() is not None
+
+
+def conv3d_slices(x: Tensor, conv: nn.Conv3d, depth: int) -> Tensor:
+    """``conv`` on volumes held as depth slices.
+
+    Shapes:
+        x (B * D, Cin, H, W), slices of each volume consecutive -> (B * D, Cout, H, W)
+    """
+    BD, cin, H, W = x.shape
+    kd, kh, kw = conv.kernel_size
+    cout = conv.out_channels
+    # the C loop's buffers and pointer arithmetic (4-byte floats): refuse rather than read out of bounds
+    if not supports(x, conv) or BD % depth:
+        raise ValueError(f"conv3d_slices: the kernel cannot run {conv} on {x.dtype} slices {tuple(x.shape)} "
+                         f"of depth {depth} (see conv3d_kernel.supports)")
+    x = checked("x", x.contiguous(), (BD, cin, H, W))
+    # (Cout, Cin, kd, kh, kw) -> (kd, kh, Cin, kw, Cout): per tap and input channel, kw x Cout weights
+    weight = checked("weight", conv.weight.detach().permute(2, 3, 1, 4, 0).contiguous(), (kd, kh, cin, kw, cout))
+    bias = checked("bias", conv.bias.detach().contiguous(), (cout,)) if conv.bias is not None else None
+    out = torch.empty(BD, cout, H, W, dtype=torch.float32)
+    lib = _LIBRARY.load()
+    per_volume = depth * cin * H * W
+    for v in range(BD // depth):
+        lib.conv3d_slices(
+            x.data_ptr() + 4 * v * per_volume, weight.data_ptr(), bias.data_ptr() if bias is not None else None,
+            out.data_ptr() + 4 * v * depth * conv.out_channels * H * W, depth, cin, H, W, conv.out_channels,
+            *conv.kernel_size, *conv.dilation, *conv.padding, torch.get_num_threads(),
+        )
+    return out
