@@ -1,4 +1,5 @@
-"""One way for node tests to spin a node and its peers on a background executor and tear them down."""
+"""Shared by the node tests: one way to spin a node and its peers on a background executor and tear
+them down, and a stand-in logger that records the error lines a node writes."""
 
 from __future__ import annotations
 
@@ -29,3 +30,18 @@ def spinning(node, *peers, num_threads: int = 4, deactivate: bool = True):
             node.trigger_deactivate()
         for n in (node, *peers):
             n.destroy_node()
+
+
+class RecordingLogger:
+    """Stands in for a node's logger and keeps its error lines (a configure failure is one of them)."""
+
+    def __init__(self):
+        self.errors: list[str] = []
+
+    def error(self, text):
+        self.errors.append(text)
+
+    def info(self, text):
+        pass
+
+    warning = info

@@ -6,6 +6,7 @@ from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.parameter import Parameter
 
 from monoocc_ros.ros.node import MonoOccNode
+from ros_spin import RecordingLogger
 
 
 def _node(checkpoint, backend: str) -> MonoOccNode:
@@ -43,23 +44,8 @@ def test_tensorrt_without_cuda_fails_configure(ros_domain, tiny_checkpoint):
 
 
 
-class _Logger:
-    """Collects the node's error lines (the configure failure is one of them)."""
-
-    def __init__(self):
-        self.errors: list[str] = []
-
-    def error(self, text):
-        self.errors.append(text)
-
-    def info(self, text):
-        pass
-
-    warning = info
-
-
 def _configure_error(node) -> str:
-    logger = _Logger()
+    logger = RecordingLogger()
     node.get_logger = lambda: logger
     assert node.trigger_configure() == TransitionCallbackReturn.FAILURE
     assert node.predictor is None and len(logger.errors) == 1, logger.errors

@@ -30,7 +30,7 @@ from monoocc_ros.ros.conversions import matrix_from_translation_quaternion
 from monoocc_ros.ros.diagnostics import process_memory_mb
 from monoocc_ros.ros.node import MonoOccNode
 from monoocc_ros.ros.param_table import DEFAULT_STATIC_ROTATION_XYZW
-from ros_spin import spinning
+from ros_spin import RecordingLogger, spinning
 
 ROOT = Path(__file__).resolve().parents[2]
 PARAMS_FILE = ROOT / "config" / "monoocc.yaml"
@@ -94,19 +94,6 @@ def _wait(condition, timeout_s: float = 20.0) -> bool:
     while not condition() and time.monotonic() < deadline:
         time.sleep(0.02)
     return bool(condition())
-
-
-class _Logger:
-    def __init__(self):
-        self.errors: list[str] = []
-
-    def error(self, text):
-        self.errors.append(text)
-
-    def info(self, text):
-        pass
-
-    warning = info
 
 
 # ------------------------------------------------------------------------------------ tf2 path
@@ -257,7 +244,7 @@ def test_release_on_deactivate_frees_the_model_and_activate_reloads_it(ros_domai
 def test_unexpected_error_in_activate_is_logged_in_one_line(ros_domain, tiny_checkpoint):
     # rclpy turns an exception escaping a transition callback into ERROR without a word
     node = _node("monoocc_activate_error", tiny_checkpoint)
-    logger = _Logger()
+    logger = RecordingLogger()
     try:
         assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
         node.get_logger = lambda: logger
