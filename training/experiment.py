@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import logging
 import math
 import os
 import platform
@@ -35,6 +36,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 __all__ = ["AblationConfig", "QUICK", "load_ablation_config", "run_ablation", "summarize"]
 
@@ -257,7 +260,7 @@ def run_ablation(cfg: AblationConfig) -> dict[str, Any]:
     write_text_atomic(out / "table.md", markdown(summary))
     plot(summary, out / "ablation.png")
     print(markdown(summary))
-    print(f"results: {out / 'results.json'}, {out / 'table.md'}, {out / 'ablation.png'}", file=sys.stderr)
+    log.info(f"results: {out / 'results.json'}, {out / 'table.md'}, {out / 'ablation.png'}")
     return summary
 
 
@@ -413,16 +416,18 @@ def _run(args: argparse.Namespace) -> int:
     """The handler of ``monoocc experiment ablation`` (parser: :mod:`monoocc_ros.cli.train`)."""
     from training.config import ConfigError
     from training.errors import TrainingError
+    from training.logs import configure_logging
 
+    configure_logging()
     overrides = list(args.overrides) + ([f"out_dir={args.out}"] if args.out is not None else [])
     try:
         cfg = load_ablation_config(args.config, overrides, quick=args.quick)
     except ConfigError as exc:
-        print(f"monoocc experiment ablation: {exc}", file=sys.stderr)
+        log.error(f"monoocc experiment ablation: {exc}")
         return 2
     try:
         run_ablation(cfg)
     except (TrainingError, ValueError, FileExistsError) as exc:
-        print(f"monoocc experiment ablation: error: {exc}", file=sys.stderr)
+        log.error(f"monoocc experiment ablation: error: {exc}")
         return 1
     return 0
