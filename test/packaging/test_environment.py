@@ -32,7 +32,11 @@ def copy_project(dst: Path) -> Path:
 def run_bootstrap(project: Path, env: dict[str, str], user: str | None = None):
     cmd = ["bash", str(project / "scripts" / "bootstrap.sh")]
     if user:
-        cmd = ["runuser", "-u", user, "--", *cmd]
+        # runuser lives in sbin, which a minimal PATH (env -i, some CI images) leaves out
+        runuser = shutil.which("runuser") or next(
+            (p for p in ("/usr/sbin/runuser", "/sbin/runuser") if os.access(p, os.X_OK)), "runuser"
+        )
+        cmd = [runuser, "-u", user, "--", *cmd]
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
 
 
