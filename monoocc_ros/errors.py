@@ -10,8 +10,19 @@ module before any heavy one.
 
 from __future__ import annotations
 
-__all__ = ["UserError"]
+__all__ = ["UserError", "one_line"]
 
 
 class UserError(Exception):
     """A mistake in the user's input; ``str(error)`` is one line naming what to fix."""
+
+
+def one_line(err: BaseException) -> str:
+    """``str(err)`` with every run of whitespace, newlines included, made one space.
+
+    Torch and other libraries raise multi-line messages; a log line or a CLI error must stay one line.
+
+    >>> one_line(ValueError("bad file\\n  see above"))
+    'bad file see above'
+    """
+    return " ".join(str(err).split())

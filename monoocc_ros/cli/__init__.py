@@ -30,7 +30,7 @@ import sys
 from monoocc_ros import __version__
 from monoocc_ros.cli import bench, data, models, ros, train
 from monoocc_ros.cli import eval as eval_cli  # (the module of `monoocc eval`, not the builtin)
-from monoocc_ros.errors import UserError
+from monoocc_ros.errors import UserError, one_line
 
 __all__ = ["build_parser", "main"]
 
@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _one_line(exc: BaseException) -> str:
     """The message of ``exc`` on one line; its type where the message alone says little."""
-    text = " ".join(str(exc).split())
+    text = one_line(exc)
     if isinstance(exc, UserError) and text:
         return text
     return f"{text} ({type(exc).__name__})" if text else type(exc).__name__

@@ -32,6 +32,8 @@ from typing import Protocol
 
 import numpy as np
 
+from monoocc_ros.errors import one_line
+
 __all__ = ["BACKENDS", "Backend", "BackendError", "artefact_path", "backend_artefact", "build_backend",
            "check_backend_options", "export_backend"]
 
@@ -174,7 +176,7 @@ def build_backend(
         try:
             return runtimes.AotPredictor(path, model, device=device, confidence=confidence)
         except (OSError, RuntimeError, ValueError) as err:
-            raise BackendError(f"backend aotinductor: {' '.join(str(err).split())}") from err
+            raise BackendError(f"backend aotinductor: {one_line(err)}") from err
     if name == "onnxruntime":
         try:
             import onnxruntime  # noqa: F401

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from monoocc_ros.errors import one_line
 from monoocc_ros.ros.params import NodeParams
 
 __all__ = ["ModelLoadError", "load_predictor"]
@@ -58,5 +59,5 @@ def load_predictor(params: NodeParams):
     except BackendError as err:  # already one line naming the backend (e.g. the `monoocc export` to run)
         raise ModelLoadError(str(err)) from err
     except Exception as err:  # noqa: BLE001 - whatever a bad file makes torch or the model raise
-        text = " ".join(str(err).split()) or "(no message)"
+        text = one_line(err) or "(no message)"
         raise ModelLoadError(f"checkpoint_path '{params.checkpoint_path}': {type(err).__name__}: {text}") from err

@@ -38,6 +38,7 @@ from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from monoocc_ros.camera import CameraInfoError, CameraInfoReader, CameraInfoSizeError
+from monoocc_ros.errors import one_line
 from monoocc_ros.msgs.decode import decode_camera_info
 from monoocc_ros.ros.diagnostics import NodeStats
 from monoocc_ros.ros.image import ImageDecodeError, cv_bridge_available, image_msg_to_rgb
@@ -118,7 +119,7 @@ class MonoOccNode(NodeOutputs, LifecycleNode):
         except (ParameterError, ModelLoadError) as err:
             reason = str(err)
         except Exception as err:  # noqa: BLE001 - see the docstring
-            reason = f"unexpected {type(err).__name__}: {' '.join(str(err).split())}"
+            reason = f"unexpected {type(err).__name__}: {one_line(err)}"
         try:
             undo()
         except Exception as err:  # noqa: BLE001 - the first error is the one to report

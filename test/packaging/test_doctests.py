@@ -24,6 +24,7 @@ RUN = [
     "monoocc_ros.data.retarget",
     "monoocc_ros.data.scene",
     "monoocc_ros.data.scene_layout",
+    "monoocc_ros.errors",
     "monoocc_ros.evaluation.offline",
     "monoocc_ros.evaluation.report",
     "monoocc_ros.evaluation.submission",
