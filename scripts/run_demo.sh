@@ -113,11 +113,20 @@ _, T = kitti_camera_from_calib(calib["P2"], calib["Tr"])
 print("[" + ", ".join(repr(float(v)) for v in T.ravel()) + "]")  # doubles only: ROS refuses mixed lists
 EOF
 )"
+# K as the node will read it from the bag's CameraInfo: the node's second warm-up frame caches this
+# camera's voxel projections, which the first replayed frame would otherwise compute (~200 ms)
+WARMUP_K="$(python - "$OUT/bags/08" <<'EOF'
+import sys
+from monoocc_ros.data.bag_io import read_bag_frames
+K = read_bag_frames(sys.argv[1]).load(0).K
+print("[" + ", ".join(repr(float(v)) for v in K.ravel()) + "]")
+EOF
+)"
 OMP_NUM_THREADS="$NODE_THREADS" python -m monoocc_ros.ros.node --ros-args --params-file config/monoocc.yaml \
   -p checkpoint_path:="$CKPT" -p config_name:=tiny_per_voxel -p device:=cpu -p input_qos:=reliable \
   -p backend:="$BACKEND" -p precision:="$PRECISION" \
   -p "warmup_image_size:=[${IMAGE_SIZE[0]}, ${IMAGE_SIZE[1]}]" \
-  -p "static_T_cam_grid.matrix:=$T_CAM_GRID" \
+  -p "static_T_cam_grid.matrix:=$T_CAM_GRID" -p "warmup_camera_k:=$WARMUP_K" \
   -r __node:=monoocc_node -r "~/input/image:=/camera/image_raw" -r "~/input/camera_info:=/camera/camera_info" \
   >"$OUT/node.log" 2>&1 &
 NODE_PID=$!

@@ -52,6 +52,9 @@ class AblationConfig:
         out_dir: the results folder.
         model: student model family (``tiny`` or ``monoocc_s``; ``_base`` / ``_ica`` variants are derived).
         image_size: (H, W) the streets are rendered at (the calibration follows; image_scale stays 1).
+        grid_downscale: every model predicts SemanticKITTI's 51.2 x 51.2 x 6.4 m grid with voxels this
+            many times 0.2 m (2: 128x128x16 of 0.4 m, a quarter of the work per step), and is scored
+            against the ground truth downsampled to that grid.
         frames_per_sequence: frames per generated sequence (ground truth every 5th).
         train_scenes: scene seeds of the training sequences.
         held_out_scenes: scene seeds of the held-out sequences (other streets).
@@ -60,6 +63,7 @@ class AblationConfig:
         lr: peak learning rate (AdamW), warmup_iters: linear warm-up steps.
         temporal_offsets: the teacher's extra (past) frames.
         teacher_cvt_layers: Cross View Transformer blocks of the teacher.
+        teacher_backbone_depth: ResNet depth (50 or 101) of the teacher's larger image trunk.
         distill_modes: distillation modes trained as separate variants.
         distill_weight: distillation loss weight.
         max_held_out_frames: score only the first N held-out ground-truth frames (0 = all).
@@ -69,16 +73,18 @@ class AblationConfig:
     out_dir: str = "runs/ablation"
     model: str = "tiny"
     image_size: tuple[int, ...] = (96, 320)
-    frames_per_sequence: int = 25
-    train_scenes: tuple[int, ...] = (1, 2, 3)
-    held_out_scenes: tuple[int, ...] = (101, 102)
+    grid_downscale: int = 2
+    frames_per_sequence: int = 50
+    train_scenes: tuple[int, ...] = (1, 2, 3, 4, 5, 6)
+    held_out_scenes: tuple[int, ...] = (101, 102, 103)
     seeds: tuple[int, ...] = (0, 1, 2)
-    student_epochs: int = 2
-    teacher_epochs: int = 2
+    student_epochs: int = 3
+    teacher_epochs: int = 6
     lr: float = 5e-3
     warmup_iters: int = 2
-    temporal_offsets: tuple[int, ...] = (-4, -2)
+    temporal_offsets: tuple[int, ...] = (-10, -5)
     teacher_cvt_layers: int = 2
+    teacher_backbone_depth: int = 50
     distill_modes: tuple[str, ...] = ("mse", "cosine", "softmax_kl", "released_kl")
     distill_weight: float = 3.5
     max_held_out_frames: int = 0
@@ -93,6 +99,8 @@ class AblationConfig:
             raise ValueError(
                 f"held_out_scenes {self.held_out_scenes} overlap train_scenes {self.train_scenes}: held out means unseen"
             )
+        if self.grid_downscale not in (1, 2, 4, 8):
+            raise ValueError(f"grid_downscale must be 1, 2, 4 or 8 (SemanticKITTI's 256x256x32 divided), got {self.grid_downscale}")
         if self.frames_per_sequence < 6:
             raise ValueError("frames_per_sequence must be >= 6 (two ground-truth frames)")
 
@@ -185,12 +193,17 @@ def _train_config(cfg: AblationConfig, spec: dict[str, Any], seed: int, train_ba
         epochs=cfg.teacher_epochs if teacher_role else cfg.student_epochs, log_images=False, calibrate=False,
     )
     values["val_every"] = values["epochs"]
+    if cfg.grid_downscale != 1:
+        from monoocc_ros.grid import KITTI_GRID
+
+        grid = KITTI_GRID.downscaled(cfg.grid_downscale)
+        values["model_overrides"] = [f"grid.size={list(grid.size)}", f"grid.voxel_size_m={grid.voxel_size_m}"]
     values["data"].update(
         train_bags=list(train_bags), val_bags=list(held_out_bags), image_scale=1.0,
         max_val_frames=cfg.max_held_out_frames, temporal_offsets=list(cfg.temporal_offsets),
     )
     values["optim"].update(lr=cfg.lr, warmup_iters=cfg.warmup_iters)
-    values["teacher"].update(cvt_layers=cfg.teacher_cvt_layers, backbone_depth=101)
+    values["teacher"].update(cvt_layers=cfg.teacher_cvt_layers, backbone_depth=cfg.teacher_backbone_depth)
     values["distill"].update(mode=spec["distill"], weight=cfg.distill_weight, teacher_checkpoint="", source="online")
     if teacher is not None:
         values["distill"].update(teacher_checkpoint=str(teacher))

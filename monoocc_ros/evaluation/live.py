@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
@@ -41,6 +41,7 @@ __all__ = ["LiveConfig", "LiveMatcher", "NODE_OUTPUT", "labels_digest", "summari
 
 NODE_OUTPUT = "/monoocc_node/output/occupancy"
 _MAX_PENDING = 64  # unmatched grids kept while waiting for their partner (2 MiB each)
+_MAX_DEFERRED = 64  # frames kept for deferred scoring (up to 4 MiB each: output and ground truth); beyond, score at once
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,10 @@ class LiveConfig:
             after the replay ended when replaying).
         start_timeout_s: give up when no message at all arrives for this long.
         replay_start_delay_s: discovery time between creating the replay publishers and playing.
+        defer_scoring: while this process replays the bag, keep each arriving grid and score it
+            (confusion update and label digest, tens of ms of numpy per frame) at the end, so the
+            scorer takes no CPU from the node on a small machine; arrival times, and so the
+            latencies, are taken on arrival either way (bench/bench_node_replay.py --scoring).
     """
 
     output_topic: str = NODE_OUTPUT
@@ -67,6 +72,7 @@ class LiveConfig:
     idle_timeout_s: float = 10.0
     start_timeout_s: float = 60.0
     replay_start_delay_s: float = 2.0
+    defer_scoring: bool = True
 
     def __post_init__(self):
         for name in ("output_topic", "ground_truth_topic", "image_topic", "camera_info_topic"):
@@ -85,9 +91,20 @@ class LiveMatcher:
     Args:
         expected_stamps: stamps of the ground-truth frames the bag holds (None: whatever arrives).
         total_inputs: number of camera frames in the bag (None: unknown), to know when all came.
+        defer_scoring: keep the confusion update and the label digest of each arriving grid for
+            :meth:`drain` (or :meth:`finish`) instead of doing them on arrival; matching,
+            counts and latencies stay on arrival. At most ``max_deferred`` grids wait: beyond,
+            the oldest is scored at once.
     """
 
-    def __init__(self, expected_stamps: Collection[int] | None = None, total_inputs: int | None = None):
+    def __init__(
+        self,
+        expected_stamps: Collection[int] | None = None,
+        total_inputs: int | None = None,
+        *,
+        defer_scoring: bool = False,
+        max_deferred: int = _MAX_DEFERRED,
+    ):
         from monoocc_ros.metrics import SSCMetrics
 
         self.metrics = SSCMetrics(num_classes=20)
@@ -105,6 +122,10 @@ class LiveMatcher:
         self._gt_pending: OrderedDict[int, np.ndarray] = OrderedDict()
         self._gt_seen: set[int] = set()
         self._out_pending: OrderedDict[int, np.ndarray] = OrderedDict()
+        # (stamp, prediction, ground truth or None, digest it): work left for drain()
+        self._deferred: deque[tuple[int, np.ndarray, np.ndarray | None, bool]] = deque()
+        self.defer_scoring = defer_scoring
+        self.max_deferred = max_deferred
         self._lock = threading.Lock()
 
     def _touch(self, t_s: float) -> None:
@@ -138,23 +159,40 @@ class LiveMatcher:
                 self.duplicate_outputs += 1
                 return
             self.outputs[stamp_ns] = t_s
-            self.output_digests[stamp_ns] = labels_digest(labels)
             start = self.inputs.get(stamp_ns)
             if start is not None:
                 self.latency_ms.append((t_s - start) * 1e3)
             if clock_ns is not None:
                 self.sim_latency_ms.append((clock_ns - stamp_ns) / 1e6)
             gt = self._gt_pending.pop(stamp_ns, None)
-            if gt is not None:
-                self._score(stamp_ns, labels, gt)
-            elif stamp_ns not in self._gt_seen and (self.expected is None or stamp_ns in self.expected):
+            self._score(stamp_ns, labels, gt, digest=True)
+            if gt is None and stamp_ns not in self._gt_seen and (self.expected is None or stamp_ns in self.expected):
                 self._out_pending[stamp_ns] = labels
                 while len(self._out_pending) > _MAX_PENDING:
                     self._out_pending.popitem(last=False)
 
-    def _score(self, stamp_ns: int, pred: np.ndarray, gt: np.ndarray) -> None:
-        self.metrics.update(pred, gt)
-        self.matched.add(stamp_ns)
+    def _score(self, stamp_ns: int, pred: np.ndarray, gt: np.ndarray | None, digest: bool = False) -> None:
+        """Match ``pred`` to ``gt`` (None: nothing to score) and, with ``digest``, name its labels;
+        the numpy work now, or later with ``defer_scoring``."""
+        if gt is not None:
+            self.matched.add(stamp_ns)
+        self._deferred.append((stamp_ns, pred, gt, digest))
+        limit = self.max_deferred if self.defer_scoring else 0
+        while len(self._deferred) > limit:
+            self._run_one()
+
+    def _run_one(self) -> None:
+        stamp_ns, pred, gt, digest = self._deferred.popleft()
+        if digest:
+            self.output_digests[stamp_ns] = labels_digest(pred)
+        if gt is not None:
+            self.metrics.update(pred, gt)
+
+    def drain(self) -> None:
+        """Do the deferred scoring now (a no-op without ``defer_scoring``)."""
+        with self._lock:
+            while self._deferred:
+                self._run_one()
 
     def complete(self) -> bool:
         """Every expected ground-truth frame is matched and every counted input has its output."""
@@ -166,7 +204,8 @@ class LiveMatcher:
             return True
 
     def finish(self) -> dict[str, Any]:
-        """Score the still-unmatched ground truth as missed; return counts and latencies."""
+        """Score what is deferred and the still-unmatched ground truth as missed; return counts and latencies."""
+        self.drain()
         with self._lock:
             missed = sorted(self._gt_pending) + sorted(
                 s for s in self._gt_seen if s not in self.matched and s not in self._gt_pending

@@ -42,7 +42,7 @@ from monoocc_ros.errors import one_line
 from monoocc_ros.msgs.decode import decode_camera_info
 from monoocc_ros.ros.diagnostics import NodeStats
 from monoocc_ros.ros.image import ImageDecodeError, cv_bridge_available, image_msg_to_rgb
-from monoocc_ros.ros.model_loading import ModelLoadError, load_predictor
+from monoocc_ros.ros.model_loading import ModelLoadError, load_predictor, warm_up
 from monoocc_ros.ros.node_outputs import NodeOutputs
 from monoocc_ros.ros.params import (
     NodeParams,
@@ -192,13 +192,11 @@ class MonoOccNode(NodeOutputs, LifecycleNode):
 
     def _load_predictor(self):
         predictor = load_predictor(self.params)
-        height, width = self.params.warmup_image_size
-        if height and width:
-            try:
-                predictor.warmup((height, width))
-            except (RuntimeError, ValueError) as err:
-                predictor.release()
-                raise ModelLoadError(f"warm-up at warmup_image_size {height}x{width} failed: {err}") from err
+        if not warm_up(predictor, self.params) and self.params.warmup_camera_k is not None:
+            self.get_logger().warning(
+                "warmup_camera_k is not used: it needs warmup_image_size and the static extrinsic "
+                "(with tf2_ros the camera pose is known only at the first frame)"
+            )
         return predictor
 
     def _create_subscriptions(self) -> None:

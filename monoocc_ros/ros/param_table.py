@@ -137,6 +137,16 @@ SPECS: dict[str, tuple[object, ParameterDescriptor, Parameter.Type | None]] = {
         _d("Image height, width of the warm-up inference at configure; [0, 0] = none.", read_only=True),
         None,
     ),
+    # The model caches the voxel projections of one camera: warmed with a generic camera, the
+    # first real frame computes them (+200 ms at 185x613 on one CPU thread, dropping frames).
+    "warmup_camera_k": (
+        [0.0],
+        _d("Intrinsics K (9 row-major values, as the camera's CameraInfo gives them at warmup_image_size) "
+           "for a second warm-up at configure that caches this camera's geometry for the first frame; "
+           "[0.0] = none. Needs the static extrinsic (without tf2_ros the pose is static_T_cam_grid.*).",
+           read_only=True),
+        None,
+    ),
     "autostart": (True, _d("Configure and activate at start-up (plain, non-managed use).", read_only=True), None),
     "release_on_deactivate": (
         False,

@@ -20,6 +20,7 @@ from rcl_interfaces.msg import SetParametersResult
 from rclpy.exceptions import ParameterException, ParameterUninitializedException
 from rclpy.parameter import Parameter
 
+from monoocc_ros.camera import check_intrinsics
 from monoocc_ros.inference.backends import BACKENDS  # imports no torch: the parameter check stays light
 from monoocc_ros.ros.conversions import static_transform_from_params
 from monoocc_ros.ros.param_table import SPECS
@@ -74,6 +75,7 @@ class NodeParams:
     static_T_cam_grid: np.ndarray | None  # (4, 4); None when tf2 gives the pose (not checked then)
     processing_budget_ms: float
     warmup_image_size: tuple[int, int]
+    warmup_camera_k: np.ndarray | None  # (3, 3) float64; None: no camera warm-up
     autostart: bool
     release_on_deactivate: bool
 
@@ -227,6 +229,8 @@ def check_parameter(name: str, value) -> str | None:
         return "grid_frame must not be empty"
     if name == "warmup_image_size" and (len(value) != 2 or min(value) < 0):
         return f"warmup_image_size must be [height, width] >= 0, got {list(value)}"
+    if name == "warmup_camera_k" and list(value) != [0.0] and len(value) != 9:
+        return f"warmup_camera_k must be 9 row-major values of K, or [0.0] for none, got {len(value)} values"
     if name.startswith("map."):
         return _check_map_parameter(name, value)
     return None
@@ -299,6 +303,13 @@ def read_parameters(node, *, static_extrinsic: bool = True) -> NodeParams:
             )
         except ValueError as err:
             raise ParameterError(f"parameters 'static_T_cam_grid.*': {err}") from err
+    warmup_K = None
+    if list(values["warmup_camera_k"]) != [0.0]:
+        try:
+            warmup_K = check_intrinsics(np.asarray(values["warmup_camera_k"], dtype=np.float64).reshape(3, 3),
+                                        name="warmup_camera_k")
+        except ValueError as err:
+            raise ParameterError(f"parameter 'warmup_camera_k': {err}") from err
     device, precision = resolve_device(values["device"], values["precision"])
     return NodeParams(
         checkpoint_path=os.path.expanduser(values["checkpoint_path"]),
@@ -321,6 +332,7 @@ def read_parameters(node, *, static_extrinsic: bool = True) -> NodeParams:
         static_T_cam_grid=static_T,
         processing_budget_ms=float(values["processing_budget_ms"]),
         warmup_image_size=(int(values["warmup_image_size"][0]), int(values["warmup_image_size"][1])),
+        warmup_camera_k=warmup_K,
         autostart=bool(values["autostart"]),
         release_on_deactivate=bool(values["release_on_deactivate"]),
     )

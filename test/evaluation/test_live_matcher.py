@@ -108,3 +108,83 @@ def test_output_digests_name_each_outputs_labels():
     matcher.on_output(2, b, 0.2, None)
     digests = matcher.finish()["live"]["output_digests"]
     assert digests == {"1": labels_digest(a), "2": labels_digest(b)} and digests["1"] != digests["2"]
+
+
+def _feed(matcher: LiveMatcher, gts: dict[int, np.ndarray]) -> None:
+    """Inputs, ground truth and outputs of three frames, in the replay's order and the other."""
+    for k, stamp in enumerate(gts):
+        matcher.on_input(stamp, t_s=k * 0.1)
+    matcher.on_ground_truth(100, gts[100], t_s=0.01)
+    matcher.on_output(100, grid(10), t_s=0.15, clock_ns=None)  # after its ground truth
+    matcher.on_output(200, grid(25), t_s=0.28, clock_ns=None)  # before its ground truth
+    matcher.on_ground_truth(200, gts[200], t_s=0.30)
+    matcher.on_ground_truth(300, gts[300], t_s=0.31)
+    matcher.on_output(300, grid(30), t_s=0.40, clock_ns=None)
+
+
+def test_deferred_scoring_leaves_the_numpy_work_for_drain_with_the_same_report():
+    """While the evaluator replays the bag it shares the node's cores: it matches and times each
+    grid on arrival, but the confusion update and the digest wait for drain()/finish()."""
+    gts = {100: grid(10), 200: grid(20), 300: grid(30)}
+    now, later = LiveMatcher(expected_stamps=gts, total_inputs=3), LiveMatcher(
+        expected_stamps=gts, total_inputs=3, defer_scoring=True
+    )
+    _feed(now, gts)
+    _feed(later, gts)
+    assert later.metrics.confusion.sum() == 0 and later.output_digests == {}  # nothing scored on arrival
+    assert now.metrics.confusion.sum() > 0 and len(now.output_digests) == 3
+    assert later.complete() and later.matched == now.matched  # matching is not deferred
+    assert later.latency_ms == now.latency_ms == pytest.approx([150.0, 180.0, 200.0])
+    later.drain()
+    np.testing.assert_array_equal(later.metrics.confusion, now.metrics.confusion)
+    assert later.output_digests == now.output_digests
+    assert later.finish() == now.finish()
+
+
+def test_deferred_scoring_holds_at_most_max_deferred_grids():
+    gts = {100: grid(10), 200: grid(20), 300: grid(30)}
+    matcher = LiveMatcher(expected_stamps=gts, total_inputs=3, defer_scoring=True, max_deferred=2)
+    _feed(matcher, gts)
+    assert len(matcher._deferred) == 2  # the oldest work was done when the third came
+    assert matcher.metrics.confusion.sum() == KITTI_GRID.num_voxels and len(matcher.output_digests) == 2
+    expected = SSCMetrics()
+    for stamp, n in ((100, 10), (200, 25), (300, 30)):
+        expected.update(grid(n), gts[stamp])
+    matcher.finish()
+    np.testing.assert_array_equal(matcher.metrics.confusion, expected.confusion)
+
+
+
+def test_live_collect_leaves_deferred_scoring_to_finish():
+    """run_live's loop scores nothing, during the replay or after it while the node may still be
+    busy with its last frames; finish() scores every frame."""
+    from monoocc_ros.evaluation.live import LiveConfig
+    from monoocc_ros.ros.live_eval import _collect
+
+    gts = {100: grid(10), 200: grid(20), 300: grid(30)}
+    matcher = LiveMatcher(expected_stamps=gts, total_inputs=3, defer_scoring=True)
+    scored_while_collecting = []
+
+    class Replay:
+        alive = True
+
+        def is_alive(self):
+            return self.alive
+
+    replay = Replay()
+
+    class Executor:
+        calls = 0
+
+        def spin_once(self, timeout_sec):
+            if self.calls == 0:
+                _feed(matcher, gts)
+            elif self.calls == 3:
+                replay.alive = False
+            scored_while_collecting.append(int(matcher.metrics.confusion.sum()))
+            self.calls += 1
+
+    _collect(Executor(), matcher, LiveConfig(idle_timeout_s=5.0), replay, [])
+    assert scored_while_collecting == [0, 0, 0, 0]  # complete once the replay ended
+    matcher.finish()
+    assert matcher.metrics.confusion.sum() == 3 * KITTI_GRID.num_voxels and len(matcher.output_digests) == 3

@@ -21,6 +21,21 @@ def test_config_file_quick_and_overrides(tmp_path):
         load_ablation_config(tmp_path / "nope.yaml", [])
 
 
+def test_grid_downscale_reaches_every_run_as_a_model_grid(tmp_path):
+    from monoocc_ros.models.config import get_model_config
+    from training.experiment import _train_config
+
+    cfg = AblationConfig(grid_downscale=2)
+    for _, spec in variants(cfg):
+        train_cfg = _train_config(cfg, spec, 0, ["a"], ["b"], tmp_path)
+        grid = get_model_config(train_cfg.model, train_cfg.model_overrides).grid
+        assert grid.size == (128, 128, 16) and grid.voxel_size_m == pytest.approx(0.4), spec
+        assert grid.origin_m == (0.0, -25.6, -2.0)  # same extent as SemanticKITTI's grid
+    assert _train_config(AblationConfig(grid_downscale=1), spec, 0, ["a"], ["b"], tmp_path).model_overrides == ()
+    with pytest.raises(ConfigError, match="grid_downscale"):
+        load_ablation_config(None, ["grid_downscale=3"])
+
+
 def test_variants_form_the_ablation_ladder():
     names = [(n, s["model"], s["distill"], s["role"]) for n, s in variants(AblationConfig())]
     assert names[:3] == [("student", "tiny_base", "off", "student"), ("+ICA", "tiny_ica", "off", "student"),
