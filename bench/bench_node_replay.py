@@ -44,6 +44,7 @@ from monoocc_ros.data.scene import SceneConfig, generate_sequence
 from monoocc_ros.evaluation.live import LiveConfig
 from monoocc_ros.inference import BACKENDS, export_backend
 from monoocc_ros.ros.live_eval import run_live
+from monoocc_ros.ros.params import double_list_value
 from monoocc_ros.models.checkpoint import load_checkpoint, make_payload, save_checkpoint
 from monoocc_ros.models.config import get_model_config
 from monoocc_ros.models.monoocc import MonoOccStudent
@@ -79,12 +80,15 @@ def main() -> int:
         if args.bag is not None:
             bag, ckpt = args.bag, args.checkpoint
             config_name = load_checkpoint(ckpt).get("config_name") or ""
-            T_cam_grid = read_bag_frames(bag).load(0).T_cam_grid
+            T_cam_grid = None  # read below with the camera
         else:
             bag, ckpt, config_name, T_cam_grid = _generated_setup(args, tmp, frames)
 
         # as `make demo`: the node's warm-up caches the camera of the bag's CameraInfo
-        warmup_K = "[0.0]" if args.no_camera_warmup else _doubles(read_bag_frames(bag).load(0).K)
+        first = read_bag_frames(bag).load(0)
+        if T_cam_grid is None:
+            T_cam_grid = first.T_cam_grid
+        warmup_K = "[0.0]" if args.no_camera_warmup else double_list_value(first.K)
         env = dict(os.environ, ROS_DOMAIN_ID=str(150 + os.getpid() % 80))
         if args.node_threads:
             env["OMP_NUM_THREADS"] = str(args.node_threads)
@@ -99,7 +103,7 @@ def main() -> int:
                 "-p", f"device:={args.device}", "-p", f"precision:={args.precision}", "-p", f"backend:={args.backend}",
                 "-p", "input_qos:=reliable",
                 "-p", f"warmup_image_size:=[{args.image_hw[0]}, {args.image_hw[1]}]",
-                "-p", f"static_T_cam_grid.matrix:={_doubles(T_cam_grid)}", "-p", f"warmup_camera_k:={warmup_K}",
+                "-p", f"static_T_cam_grid.matrix:={double_list_value(T_cam_grid)}", "-p", f"warmup_camera_k:={warmup_K}",
                 "-r", "__node:=monoocc_node",
                 "-r", "~/input/image:=/camera/image_raw", "-r", "~/input/camera_info:=/camera/camera_info",
             ],
@@ -145,11 +149,6 @@ def main() -> int:
         result.update(stages)
     print(json.dumps(result, indent=1))
     return 0
-
-
-def _doubles(values: np.ndarray) -> str:
-    """A ROS double-list parameter value (every item a float: ROS refuses mixed lists)."""
-    return "[" + ", ".join(repr(float(v)) for v in np.ravel(values)) + "]"
 
 
 def _generated_setup(args, tmp: Path, frames: int) -> tuple[Path, Path, str, np.ndarray]:

@@ -73,13 +73,15 @@ def main() -> None:
     from sensor_msgs.msg import CameraInfo, Image
     from tqdm import tqdm
 
+    from monoocc_ros.ros.params import double_list_value
+
     h, w = (int(v) for v in args.image_hw.lower().split("x"))
     image, K, T, source = _frame((h, w))
     domain = 150 + os.getpid() % 80
     env = {**os.environ, "ROS_DOMAIN_ID": str(domain)}
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint = args.checkpoint or _random_checkpoint(Path(tmp))
-        matrix = "[" + ", ".join(repr(float(v)) for v in T.ravel()) + "]"
+        matrix = double_list_value(T)
         node = subprocess.Popen(
             [sys.executable, "-m", "monoocc_ros.ros.node", "--ros-args",
              "--params-file", str(ROOT / "config" / "monoocc.yaml"),

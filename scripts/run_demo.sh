@@ -110,7 +110,8 @@ from monoocc_ros.camera import kitti_camera_from_calib
 from monoocc_ros.data.kitti import read_calib
 calib = read_calib(sys.argv[1])
 _, T = kitti_camera_from_calib(calib["P2"], calib["Tr"])
-print("[" + ", ".join(repr(float(v)) for v in T.ravel()) + "]")  # doubles only: ROS refuses mixed lists
+from monoocc_ros.ros.params import double_list_value
+print(double_list_value(T))
 EOF
 )"
 # K as the node will read it from the bag's CameraInfo: the node's second warm-up frame caches this
@@ -118,8 +119,8 @@ EOF
 WARMUP_K="$(python - "$OUT/bags/08" <<'EOF'
 import sys
 from monoocc_ros.data.bag_io import read_bag_frames
-K = read_bag_frames(sys.argv[1]).load(0).K
-print("[" + ", ".join(repr(float(v)) for v in K.ravel()) + "]")
+from monoocc_ros.ros.params import double_list_value
+print(double_list_value(read_bag_frames(sys.argv[1]).load(0).K))
 EOF
 )"
 OMP_NUM_THREADS="$NODE_THREADS" python -m monoocc_ros.ros.node --ros-args --params-file config/monoocc.yaml \

@@ -38,6 +38,7 @@ __all__ = [
     "dropped_command_line_values",
     "normalize_frame_id",
     "resolve_device",
+    "double_list_value",
 ]
 
 PRECISIONS = ("fp32", "fp16", "bf16")
@@ -82,6 +83,15 @@ class NodeParams:
 
 # Declared by rclpy itself on every node; a params file may set them.
 _RCLPY_PREFIXES = ("use_sim_time", "start_type_description_service", "qos_overrides.")
+
+
+def double_list_value(values) -> str:
+    """A double-array parameter value for ``-p name:=VALUE``: every item a float, as ROS refuses mixed lists.
+
+    >>> double_list_value([[1, 0], [0.5, 2]])
+    '[1.0, 0.0, 0.5, 2.0]'
+    """
+    return "[" + ", ".join(repr(float(v)) for v in np.ravel(values)) + "]"
 
 
 def parameter_names() -> tuple[str, ...]:
