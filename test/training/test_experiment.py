@@ -12,7 +12,7 @@ def test_config_file_quick_and_overrides(tmp_path):
     cfg = load_ablation_config(None, [])
     assert cfg == AblationConfig()  # the shipped YAML spells out the defaults
     quick = load_ablation_config(None, ["seeds=[4,5,6]", f"out_dir={tmp_path}"], quick=True)
-    assert quick.seeds == (4, 5, 6) and quick.student_epochs == 1 and quick.out_dir == str(tmp_path)
+    assert quick.seeds == (4, 5, 6) and quick.student_epochs == 2 and quick.train_scenes == (1, 2) and quick.out_dir == str(tmp_path)
     with pytest.raises(ConfigError, match="overlap"):
         load_ablation_config(None, ["held_out_scenes=[1]"])
     with pytest.raises(ConfigError, match="unknown key steps"):
