@@ -237,6 +237,13 @@ static inline __attribute__((always_inline)) void tile(const Layer* L, int64_t q
     }
     vis[t] = L->visible ? (float)(L->visible[q0 + t] != 0) : 1.f;
   }
+  float seen = 0.f;
+  for (int t = 0; t < T; ++t) seen += vis[t];
+  if (seen == 0.f) {  /* no lane sees the map (ICA: a third of tiny's columns): s = 0, as query() */
+    for (int64_t c = 0; c < C; ++c)
+      for (int t = 0; t < T; ++t) s[c][t] = 0.f;
+    goto project;
+  }
   mm_tile(&qin[0][0], Din, L->wp, L->bp, O, &proj[0][0]);
   /* softmax over each group's P points, divided by G; invisible lanes get weight 0 */
   const float inv_g = 1.f / (float)G;
@@ -299,6 +306,7 @@ static inline __attribute__((always_inline)) void tile(const Layer* L, int64_t q
       for (int64_t d = 0; d < D; ++d) s[n * D + d][t] = acc[d];
     }
   }
+project:
   mm_tile(&s[0][0], C, L->wo, L->bo, C, &r[0][0]);
   for (int64_t c = 0; c < C; ++c)
     for (int t = 0; t < T; ++t) r[c][t] += qin[c][t];
