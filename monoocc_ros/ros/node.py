@@ -26,6 +26,7 @@ from __future__ import annotations
 import sys
 import threading
 import time
+from concurrent.futures import Future
 
 import rclpy
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
@@ -39,6 +40,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from monoocc_ros.camera import CameraInfoError, CameraInfoReader, CameraInfoSizeError
 from monoocc_ros.errors import one_line
+from monoocc_ros.model_thread import ModelThread
 from monoocc_ros.msgs.decode import decode_camera_info
 from monoocc_ros.ros.diagnostics import NodeStats
 from monoocc_ros.ros.image import ImageDecodeError, cv_bridge_available, image_msg_to_rgb
@@ -102,10 +104,19 @@ class MonoOccNode(NodeOutputs, LifecycleNode):
         self._pending: tuple[Image | CompressedImage, float] | None = None
         self._slot = threading.Condition()
         self._stop = threading.Event()
-        self._worker: threading.Thread | None = None
+        # every torch call of the model (load, warm-up, inference, release) runs on this one thread:
+        # a second OpenMP team made the model ~35 % slower on two cores (monoocc_ros.model_thread)
+        self._model_thread = ModelThread("monoocc_model")
+        self._worker: Future | None = None  # the inference loop, running on the model thread
         self._last_cloud_s = -1e9
         self._last_markers_s = -1e9
         self._map = None  # MapPublisher while active with map.enabled (monoocc_ros.ros.map_publisher)
+
+    def destroy_node(self) -> None:
+        model_thread = getattr(self, "_model_thread", None)  # absent when __init__ failed early
+        if model_thread is not None:
+            model_thread.close()
+        super().destroy_node()
 
     # ---------------------------------------------------------------- lifecycle
     def _transition(self, name: str, step, undo) -> TransitionCallbackReturn:
@@ -161,8 +172,7 @@ class MonoOccNode(NodeOutputs, LifecycleNode):
         self._create_subscriptions()
         super().on_activate(state)  # enables the lifecycle publishers
         self._stop.clear()
-        self._worker = threading.Thread(target=self._inference_loop, name="monoocc_inference", daemon=True)
-        self._worker.start()
+        self._worker = self._model_thread.submit(self._inference_loop)
         self.get_logger().info(
             f"active: waiting for images on {self.resolve_topic_name('~/input/image')} "
             f"({self.params.image_transport}, {self.params.input_qos} QoS)"
@@ -177,7 +187,7 @@ class MonoOccNode(NodeOutputs, LifecycleNode):
         self._stop_activity()
         super().on_deactivate(state)  # lifecycle publishers stop publishing
         if self.get_parameter("release_on_deactivate").value and self.predictor is not None:
-            self.predictor.release()
+            self._model_thread.call(self.predictor.release)
             self.predictor = None
         return TransitionCallbackReturn.SUCCESS
 
@@ -191,8 +201,12 @@ class MonoOccNode(NodeOutputs, LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def _load_predictor(self):
-        predictor = load_predictor(self.params)
-        if not warm_up(predictor, self.params) and self.params.warmup_camera_k is not None:
+        def load_and_warm_up():
+            predictor = load_predictor(self.params)
+            return predictor, warm_up(predictor, self.params)
+
+        predictor, camera_warmed = self._model_thread.call(load_and_warm_up)
+        if not camera_warmed and self.params.warmup_camera_k is not None:
             self.get_logger().warning(
                 "warmup_camera_k is not used: it needs warmup_image_size and the static extrinsic "
                 "(with tf2_ros the camera pose is known only at the first frame)"
@@ -235,7 +249,7 @@ class MonoOccNode(NodeOutputs, LifecycleNode):
         with self._slot:
             self._slot.notify_all()
         if self._worker is not None:
-            self._worker.join()
+            self._worker.result()  # the loop returns within its 0.5 s wait once _stop is set
             self._worker = None
         for sub in self._subs:
             self.destroy_subscription(sub)
@@ -259,7 +273,7 @@ class MonoOccNode(NodeOutputs, LifecycleNode):
             self._transforms.close()
             self._transforms = None
         if self.predictor is not None:
-            self.predictor.release()
+            self._model_thread.call(self.predictor.release)
             self.predictor = None
         self._camera_info = None
         self.params = None

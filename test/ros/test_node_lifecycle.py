@@ -241,6 +241,49 @@ def test_release_on_deactivate_frees_the_model_and_activate_reloads_it(ros_domai
         node.destroy_node()
 
 
+def test_model_is_loaded_warmed_up_run_and_released_on_one_thread(ros_domain, tiny_checkpoint, monkeypatch):
+    """Every torch call of the model on one thread: a second thread's OpenMP team made the model
+    ~35 % slower on two cores (monoocc_ros.model_thread, bench/bench_omp_teams.py)."""
+    import threading
+
+    import rclpy
+
+    threads: dict[str, set[int]] = {"load": set(), "warm_up": set(), "predict": set(), "release": set()}
+
+    def recorded(name, fn):
+        def wrapper(*args, **kwargs):
+            threads[name].add(threading.get_ident())
+            return fn(*args, **kwargs)
+        return wrapper
+
+    monkeypatch.setattr(node_module, "load_predictor", recorded("load", node_module.load_predictor))
+    monkeypatch.setattr(node_module, "warm_up", recorded("warm_up", node_module.warm_up))
+    node = _node("monoocc_one_thread", tiny_checkpoint, warmup_image_size=[H, W], release_on_deactivate=True)
+    tester = rclpy.create_node("one_thread_tester")
+    image_pub = tester.create_publisher(Image, "/monoocc_one_thread/input/image", RELIABLE)
+    info_pub = tester.create_publisher(CameraInfo, "/monoocc_one_thread/input/camera_info", RELIABLE)
+    grids: list[SemanticOccupancyGrid] = []
+    tester.create_subscription(SemanticOccupancyGrid, "/monoocc_one_thread/output/occupancy", grids.append, RELIABLE)
+    # deactivate=False: the block deactivates (which releases the model) itself
+    with spinning(node, tester, num_threads=3, deactivate=False):
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        predictor = node.predictor
+        monkeypatch.setattr(predictor, "predict", recorded("predict", predictor.predict))
+        monkeypatch.setattr(predictor, "release", recorded("release", predictor.release))
+        assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+        assert _wait(lambda: image_pub.get_subscription_count() == 1 and info_pub.get_subscription_count() == 1)
+        assert _wait(lambda: node._pubs["occupancy"].get_subscription_count() == 1)
+        info_pub.publish(CameraInfo(height=H, width=W, k=[float(v) for v in K.ravel()], distortion_model="plumb_bob"))
+        time.sleep(0.05)
+        image_pub.publish(_image_msg(_image(), 1))
+        assert _wait(lambda: len(grids) == 1, WAIT_S), vars(node.stats)
+        assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS  # releases the model
+    assert all(len(idents) == 1 for idents in threads.values()), threads
+    model_threads = set().union(*threads.values())
+    assert len(model_threads) == 1, threads
+    assert threading.get_ident() not in model_threads  # not the thread that triggered the transitions
+
+
 def test_unexpected_error_in_activate_is_logged_in_one_line(ros_domain, tiny_checkpoint):
     # rclpy turns an exception escaping a transition callback into ERROR without a word
     node = _node("monoocc_activate_error", tiny_checkpoint)
