@@ -12,7 +12,9 @@ Phases, in one process and in this order (p50 of ``--repeats`` frames each):
 
 Prints one JSON object with the matmul and copy probes of the same run.
 
-    python bench/bench_omp_teams.py [--checkpoint demo_out/student/last.pt] [--image-hw 185x613] [--repeats 12]
+    python bench/bench_omp_teams.py [--checkpoint demo_out/student/last.pt] [--image-hw 185x613] [--repeats 12] [--quick]
+
+``--quick`` (what ``monoocc bench --quick`` passes): 96x320, 3 frames per phase.
 """
 
 from __future__ import annotations
@@ -36,7 +38,10 @@ def main() -> None:
     parser.add_argument("--checkpoint", default=None, help="trained checkpoint (default: random tiny_per_voxel)")
     parser.add_argument("--image-hw", default="185x613")
     parser.add_argument("--repeats", type=int, default=12)
+    parser.add_argument("--quick", action="store_true", help="96x320, 3 frames per phase (checks that it runs)")
     args = parser.parse_args()
+    if args.quick:
+        args.image_hw, args.repeats = "96x320", 3
 
     from monoocc_ros.models.config import get_model_config
     from monoocc_ros.models.monoocc import MonoOccStudent
@@ -87,6 +92,7 @@ def main() -> None:
     result["worker_thread"] = on_thread(p50_ms)
     print(json.dumps({
         "bench": "omp_teams",
+        "quick": args.quick,
         "checkpoint": args.checkpoint,
         "image_hw": [h, w],
         "torch_threads": torch.get_num_threads(),

@@ -43,6 +43,7 @@ RUN = [
     "monoocc_ros.models.trunk",
     "monoocc_ros.models.voxel_transformer",
     "monoocc_ros.models.voxel_embeddings",
+    "monoocc_ros.model_thread",
     "monoocc_ros.render",
     "monoocc_ros.stamps",
     "monoocc_ros.transforms",
