@@ -5,7 +5,7 @@ which keeps one team of worker threads for every thread that ever started a para
 the teams together hold more threads than there are cores, libgomp stops spinning between regions
 (its "throttled" spin count) and every region pays a sleep and a wake-up. A node that loaded and
 warmed up its model on the executor thread and ran it on an inference thread had two teams: on two
-cores the same model ran about 35 % slower there than in a process with one team
+cores the same model ran about 40 % slower there than in a process with one team
 (``bench/bench_omp_teams.py``). Running everything of the model on this one thread keeps one team.
 
 Example:
@@ -43,11 +43,6 @@ class ModelThread:
         self._jobs: queue.SimpleQueue[tuple[Callable[[], object], Future] | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
-
-    @property
-    def ident(self) -> int | None:
-        """The thread's identifier (``threading.get_ident()`` inside a job)."""
-        return self._thread.ident
 
     def submit(self, fn: Callable[[], R]) -> Future:
         """Queue ``fn``; the Future holds its result or its exception."""

@@ -105,7 +105,7 @@ class MonoOccNode(NodeOutputs, LifecycleNode):
         self._slot = threading.Condition()
         self._stop = threading.Event()
         # every torch call of the model (load, warm-up, inference, release) runs on this one thread:
-        # a second OpenMP team made the model ~35 % slower on two cores (monoocc_ros.model_thread)
+        # a second OpenMP team made the model ~40 % slower on two cores (monoocc_ros.model_thread)
         self._model_thread = ModelThread("monoocc_model")
         self._worker: Future | None = None  # the inference loop, running on the model thread
         self._last_cloud_s = -1e9

@@ -243,7 +243,7 @@ def test_release_on_deactivate_frees_the_model_and_activate_reloads_it(ros_domai
 
 def test_model_is_loaded_warmed_up_run_and_released_on_one_thread(ros_domain, tiny_checkpoint, monkeypatch):
     """Every torch call of the model on one thread: a second thread's OpenMP team made the model
-    ~35 % slower on two cores (monoocc_ros.model_thread, bench/bench_omp_teams.py)."""
+    ~40 % slower on two cores (monoocc_ros.model_thread, bench/bench_omp_teams.py)."""
     import threading
 
     import rclpy
