@@ -86,10 +86,14 @@ def test_fused_sampling_equals_grid_sample(dh):
 
 
 @pytest.mark.parametrize("kernel", ["c", "onednn"])
-@pytest.mark.parametrize("dilation,bias,width", [(1, True, 9), (2, False, 37), (3, False, 16)])
-def test_conv3d_as_conv2d_equals_conv3d(dilation, bias, width, kernel, monkeypatch):
+@pytest.mark.parametrize("dilation,bias,width,cout", [(1, True, 9, 4), (2, False, 37, 4), (3, False, 16, 4),
+                                                      (1, True, 130, 2), (2, True, 70, 1), (1, False, 45, 8),
+                                                      (1, True, 33, 16), (2, True, 50, 3)])
+def test_conv3d_as_conv2d_equals_conv3d(dilation, bias, width, cout, kernel, monkeypatch):
     """Both inference convolutions (the C loop of conv3d_kernel and oneDNN on slices) equal Conv3d,
-    with padding, dilation and widths that are not a multiple of the kernel's 16-voxel step."""
+    with padding, dilation and widths that are not a multiple of the kernel's 16-voxel vector or of
+    its 16 * S-voxel register step (S = 8, 8, 4, 2, 1 for 1, 2, 4, 8, 16 output channels; 3 takes
+    the generic loop)."""
     from monoocc_ros.models import conv3d_kernel
     from monoocc_ros.models.proposals import conv3d_as_conv2d
 
@@ -98,7 +102,7 @@ def test_conv3d_as_conv2d_equals_conv3d(dilation, bias, width, kernel, monkeypat
     elif conv3d_kernel._LIBRARY.load() is None:
         pytest.skip(conv3d_kernel._LIBRARY.status())
     torch.manual_seed(0)
-    conv = torch.nn.Conv3d(3, 4, 3, padding=dilation, dilation=dilation, bias=bias)
+    conv = torch.nn.Conv3d(3, cout, 3, padding=dilation, dilation=dilation, bias=bias)
     x = torch.randn(2, 3, 7, 10, width)
     assert conv3d_kernel.supports(x, conv) == (kernel == "c")
     with torch.no_grad():
