@@ -9,9 +9,10 @@ row of the (S, heads * Dh) value rows and accumulates ``weight * bilinear * valu
 Occupancy head: trilinear x2 upsampling, LayerNorm, the classifier and the argmax (and confidence) per
 output voxel in one pass, writing only the uint8 labels, where the tensor version writes and re-reads the
 upsampled features and the logits of 2 M voxels. Upsampling is linear and its weights sum to one, so the
-classifier is applied once per input voxel (to the channel-centred rows, a (Q, C) x (C, K) GEMM) and the
-kernel interpolates those K projections and the C centred channels (for the LayerNorm's variance) instead
-of computing a K x C product for each of the 8x as many output voxels.
+classifier is applied once per input voxel (inside the kernel, on the two input rows each thread is
+working from, while they are in cache) and the kernel interpolates those K projections and the C
+channels (for the LayerNorm's statistics) instead of computing a K x C product for each of the 8x as
+many output voxels.
 
 Both are a hundred lines of C, compiled on first use with the system C compiler (``cc -O3 -march=native
 -fopenmp``) into a per-user cache and loaded with ctypes; ctypes releases the GIL during the call. Where
@@ -37,6 +38,7 @@ __all__ = ["load", "usable", "deform_sample", "occupancy_head", "kernel_status",
 _SOURCE = r"""
 #include <math.h>
 #include <stdint.h>
+#include <stdlib.h>
 #ifdef __AVX512F__
 #include <immintrin.h>
 #endif
@@ -103,14 +105,15 @@ static void axis(int64_t n, int64_t o, int64_t* lo, int64_t* hi, float* w) {
 }
 
 /* The z-line of one channel at output column (ox, oy): bilinear in (x, y) from the four input lines
-   (each Z contiguous floats of a (X, Y, n, Z) array), then linear along z into ZO outputs. */
+   (each Z contiguous floats of the (Y, n, Z) arrays rx0 and rx1, input rows x0 and x1), then linear
+   along z into ZO outputs. */
 static inline __attribute__((always_inline)) void zline(
-    const float* src, int64_t n, int64_t ch, int64_t Y, int64_t Z, int64_t x0, int64_t x1, int64_t y0, int64_t y1,
+    const float* rx0, const float* rx1, int64_t n, int64_t ch, int64_t Z, int64_t y0, int64_t y1,
     float wx, float wy, const int32_t* zlo, const int32_t* zhi, const float* wzs, int64_t ZO, float* out) {
-  const float* r00 = src + ((x0 * Y + y0) * n + ch) * Z;
-  const float* r01 = src + ((x0 * Y + y1) * n + ch) * Z;
-  const float* r10 = src + ((x1 * Y + y0) * n + ch) * Z;
-  const float* r11 = src + ((x1 * Y + y1) * n + ch) * Z;
+  const float* r00 = rx0 + (y0 * n + ch) * Z;
+  const float* r01 = rx0 + (y1 * n + ch) * Z;
+  const float* r10 = rx1 + (y0 * n + ch) * Z;
+  const float* r11 = rx1 + (y1 * n + ch) * Z;
 #ifdef __AVX512F__
   if (Z <= 16) {  /* the line is one register; the z step is two permutes per 16 outputs */
     const __mmask16 m = (__mmask16)((1u << Z) - 1u);
@@ -137,13 +140,63 @@ static inline __attribute__((always_inline)) void zline(
   for (int64_t oz = 0; oz < ZO; ++oz) out[oz] = line[zlo[oz]] + wzs[oz] * (line[zhi[oz]] - line[zlo[oz]]);
 }
 
-/* cen: (X, Y, C, Z) voxel features; zr: (X, Y, K, Z) the classifier W (LayerNorm scale folded in) applied
-   to them; wsum: (K) row sums of W; bias: (K); labels/conf: (2X, 2Y, 2Z) uint8, conf may be NULL.
+/* Input row x of the (X, Y, Z, C) voxel rows as z-lines: cen (Y, C, Z) and the classifier applied to
+   them, zr (Y, K, Z) = W (K, C) x each column's (C, Z) block. */
+static void input_row(const float* rows, const float* W, int64_t x, int64_t Y, int64_t Z, int64_t C, int64_t K,
+                      float* cen, float* zr) {
+#ifdef __AVX512F__
+  if (Z == 16) {  /* a z-line is one register: gather it, then 16 classes at a time in registers */
+    const __m512i stride = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+                                              _mm512_set1_epi32((int)C));
+    for (int64_t y = 0; y < Y; ++y) {
+      const float* src = rows + (x * Y + y) * Z * C;
+      float* c_col = cen + y * C * Z;
+      for (int64_t c = 0; c < C; ++c) _mm512_storeu_ps(c_col + c * 16, _mm512_i32gather_ps(stride, src + c, 4));
+      float* k_col = zr + y * K * Z;
+      for (int64_t k0 = 0; k0 < K; k0 += 16) {
+        const int64_t nk = K - k0 < 16 ? K - k0 : 16;
+        __m512 acc[16];
+        for (int j = 0; j < 16; ++j) acc[j] = _mm512_setzero_ps();
+        for (int64_t c = 0; c < C; ++c) {
+          const __m512 v = _mm512_loadu_ps(c_col + c * 16);
+          for (int j = 0; j < 16; ++j)
+            if (j < nk) acc[j] = _mm512_fmadd_ps(_mm512_set1_ps(W[(k0 + j) * C + c]), v, acc[j]);
+        }
+        for (int j = 0; j < nk; ++j) _mm512_storeu_ps(k_col + (k0 + j) * 16, acc[j]);
+      }
+    }
+    return;
+  }
+#endif
+  for (int64_t y = 0; y < Y; ++y) {
+    const float* src = rows + (x * Y + y) * Z * C;
+    float* c_col = cen + y * C * Z;
+    for (int64_t z = 0; z < Z; ++z)
+      for (int64_t c = 0; c < C; ++c) c_col[c * Z + z] = src[z * C + c];
+    float* k_col = zr + y * K * Z;
+    for (int64_t k = 0; k < K; ++k) {
+      float acc[32] = {0};
+      const float* wk = W + k * C;
+      for (int64_t c = 0; c < C; ++c) {
+        const float wc = wk[c];
+        #pragma omp simd
+        for (int64_t z = 0; z < Z; ++z) acc[z] += wc * c_col[c * Z + z];
+      }
+      for (int64_t z = 0; z < Z; ++z) k_col[k * Z + z] = acc[z];
+    }
+  }
+}
+
+/* rows: (X, Y, Z, C) voxel features; W: (K, C) the classifier (LayerNorm scale folded in); wsum: (K) row
+   sums of W; bias: (K); labels/conf: (2X, 2Y, 2Z) uint8, conf may be NULL.
    Upsampling is linear, so for an upsampled voxel u = sum_j a_j v_j, W u = sum_j a_j W v_j = interp(zr) and
      logits = bias + rstd(u) * (W u - mean(u) W 1)
    Only the C channels (for the LayerNorm's statistics) and the K projections are interpolated, not a
-   K x C product per output voxel. One output z-line (2Z voxels) at a time, voxels as vector lanes. */
-void occupancy_head(const float* cen, const float* zr, const float* wsum, const float* bias, uint8_t* labels, uint8_t* conf,
+   K x C product per output voxel. One output z-line (2Z voxels) at a time, voxels as vector lanes.
+   Each thread keeps the two input rows x0, x1 of its current output row as z-lines and projections
+   (input_row, in slots x % 2): computed in cache, once per input row and thread, instead of a
+   transposed copy of the grid and a batched GEMM that went through memory (about 7 of tiny's 28 ms). */
+void occupancy_head(const float* rows, const float* W, const float* wsum, const float* bias, uint8_t* labels, uint8_t* conf,
                     int64_t X, int64_t Y, int64_t Z, int64_t C, int64_t K, float eps, int threads) {
   const int64_t XO = 2 * X, YO = 2 * Y, ZO = 2 * Z;
   if (ZO > 64 || C > 256 || K > 256) return;
@@ -155,51 +208,63 @@ void occupancy_head(const float* cen, const float* zr, const float* wsum, const 
     zlo[oz] = (int32_t)lo;
     zhi[oz] = (int32_t)hi;
   }
-  #pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
-  for (int64_t ox = 0; ox < XO; ++ox) {
-    float u[256][64 + 16];  /* (C, ZO) upsampled centred channels, then (K, ZO) logits */
+  #pragma omp parallel num_threads(threads)
+  {
+    float* slot_cen[2] = {malloc(sizeof(float) * Y * C * Z), malloc(sizeof(float) * Y * C * Z)};
+    float* slot_zr[2] = {malloc(sizeof(float) * Y * K * Z), malloc(sizeof(float) * Y * K * Z)};
+    int64_t slot_x[2] = {-1, -1};
+    float u[256][64 + 16];  /* (C, ZO) upsampled channels, then (K, ZO) logits */
     float mean[64], acc[64], rstd[64], best_v[64];
     int32_t best_k[64];
-    int64_t x0, x1; float wx;
-    axis(X, ox, &x0, &x1, &wx);
-    for (int64_t oy = 0; oy < YO; ++oy) {
-      int64_t y0, y1; float wy;
-      axis(Y, oy, &y0, &y1, &wy);
-      for (int64_t oz = 0; oz < ZO; ++oz) { mean[oz] = 0.f; acc[oz] = 0.f; }
-      for (int64_t c = 0; c < C; ++c) {
-        zline(cen, C, c, Y, Z, x0, x1, y0, y1, wx, wy, zlo, zhi, wzs, ZO, u[c]);
+    /* chunks of 32 output rows (17 input rows, one of them also in the neighbouring chunk): dynamic,
+       so a thread the scheduler parks does not hold up the other */
+    #pragma omp for schedule(dynamic, 32)
+    for (int64_t ox = 0; ox < XO; ++ox) {
+      int64_t x0, x1; float wx;
+      axis(X, ox, &x0, &x1, &wx);
+      if (slot_x[x0 & 1] != x0) { input_row(rows, W, x0, Y, Z, C, K, slot_cen[x0 & 1], slot_zr[x0 & 1]); slot_x[x0 & 1] = x0; }
+      if (slot_x[x1 & 1] != x1) { input_row(rows, W, x1, Y, Z, C, K, slot_cen[x1 & 1], slot_zr[x1 & 1]); slot_x[x1 & 1] = x1; }
+      const float *c0 = slot_cen[x0 & 1], *c1 = slot_cen[x1 & 1], *k0 = slot_zr[x0 & 1], *k1 = slot_zr[x1 & 1];
+      for (int64_t oy = 0; oy < YO; ++oy) {
+        int64_t y0, y1; float wy;
+        axis(Y, oy, &y0, &y1, &wy);
+        for (int64_t oz = 0; oz < ZO; ++oz) { mean[oz] = 0.f; acc[oz] = 0.f; }
+        for (int64_t c = 0; c < C; ++c) {
+          zline(c0, c1, C, c, Z, y0, y1, wx, wy, zlo, zhi, wzs, ZO, u[c]);
+          #pragma omp simd
+          for (int64_t oz = 0; oz < ZO; ++oz) mean[oz] += u[c][oz];
+        }
         #pragma omp simd
-        for (int64_t oz = 0; oz < ZO; ++oz) mean[oz] += u[c][oz];
-      }
-      #pragma omp simd
-      for (int64_t oz = 0; oz < ZO; ++oz) mean[oz] /= (float)C;
-      for (int64_t c = 0; c < C; ++c) {
+        for (int64_t oz = 0; oz < ZO; ++oz) mean[oz] /= (float)C;
+        for (int64_t c = 0; c < C; ++c) {
+          #pragma omp simd
+          for (int64_t oz = 0; oz < ZO; ++oz) { const float d = u[c][oz] - mean[oz]; acc[oz] += d * d; }
+        }
         #pragma omp simd
-        for (int64_t oz = 0; oz < ZO; ++oz) { const float d = u[c][oz] - mean[oz]; acc[oz] += d * d; }
-      }
-      #pragma omp simd
-      for (int64_t oz = 0; oz < ZO; ++oz) rstd[oz] = 1.f / sqrtf(acc[oz] / (float)C + eps);
-      uint8_t* lab = labels + (ox * YO + oy) * ZO;
-      for (int64_t k = 0; k < K; ++k) {
-        float* l = u[k];
-        zline(zr, K, k, Y, Z, x0, x1, y0, y1, wx, wy, zlo, zhi, wzs, ZO, l);
-        #pragma omp simd
-        for (int64_t oz = 0; oz < ZO; ++oz) {
-          l[oz] = bias[k] + rstd[oz] * (l[oz] - mean[oz] * wsum[k]);
-          const int take = (k == 0) || (l[oz] > best_v[oz]);  /* first maximum wins, as argmax */
-          best_v[oz] = take ? l[oz] : best_v[oz];
-          best_k[oz] = take ? (int32_t)k : best_k[oz];
+        for (int64_t oz = 0; oz < ZO; ++oz) rstd[oz] = 1.f / sqrtf(acc[oz] / (float)C + eps);
+        uint8_t* lab = labels + (ox * YO + oy) * ZO;
+        for (int64_t k = 0; k < K; ++k) {
+          float* l = u[k];
+          zline(k0, k1, K, k, Z, y0, y1, wx, wy, zlo, zhi, wzs, ZO, l);
+          #pragma omp simd
+          for (int64_t oz = 0; oz < ZO; ++oz) {
+            l[oz] = bias[k] + rstd[oz] * (l[oz] - mean[oz] * wsum[k]);
+            const int take = (k == 0) || (l[oz] > best_v[oz]);  /* first maximum wins, as argmax */
+            best_v[oz] = take ? l[oz] : best_v[oz];
+            best_k[oz] = take ? (int32_t)k : best_k[oz];
+          }
+        }
+        for (int64_t oz = 0; oz < ZO; ++oz) lab[oz] = (uint8_t)best_k[oz];
+        if (conf) {  /* the softmax's denominator over the stored logits */
+          for (int64_t oz = 0; oz < ZO; ++oz) acc[oz] = 0.f;
+          for (int64_t k = 0; k < K; ++k)
+            for (int64_t oz = 0; oz < ZO; ++oz) acc[oz] += expf(u[k][oz] - best_v[oz]);
+          uint8_t* cf = conf + (ox * YO + oy) * ZO;
+          for (int64_t oz = 0; oz < ZO; ++oz) cf[oz] = (uint8_t)nearbyintf(255.f / acc[oz]);
         }
       }
-      for (int64_t oz = 0; oz < ZO; ++oz) lab[oz] = (uint8_t)best_k[oz];
-      if (conf) {  /* the softmax's denominator over the stored logits */
-        for (int64_t oz = 0; oz < ZO; ++oz) acc[oz] = 0.f;
-        for (int64_t k = 0; k < K; ++k)
-          for (int64_t oz = 0; oz < ZO; ++oz) acc[oz] += expf(u[k][oz] - best_v[oz]);
-        uint8_t* cf = conf + (ox * YO + oy) * ZO;
-        for (int64_t oz = 0; oz < ZO; ++oz) cf[oz] = (uint8_t)nearbyintf(255.f / acc[oz]);
-      }
     }
+    for (int i = 0; i < 2; ++i) { free(slot_cen[i]); free(slot_zr[i]); }
   }
 }
 """
@@ -296,19 +361,18 @@ def occupancy_head(rows: Tensor, grid_size: tuple[int, int, int], weight: Tensor
     K, C = weight.shape
     if C > 256 or K > 256 or Z > 32:
         raise ValueError("the fused head supports at most 256 channels, 256 classes and 32 input z cells")
-    # the kernel is float32 throughout, so its projection is too: under bf16 autocast the matmul would
-    # otherwise return bf16, which the kernel read as float32 past the end of the buffer (a segfault)
+    # the kernel reads float32: under bf16 autocast a caller's tensors may be bf16, which C would read
+    # as float32 past the end of the buffer (a segfault); checked() refuses anything else
     with torch.autocast("cpu", enabled=False):
-        weight, bias = weight.float(), bias.float().contiguous()
-        # (X*Y, Z, C) rows -> (X*Y, C, Z) and their projections (X*Y, K, Z): z-lines contiguous for the kernel
-        lines = checked("rows", rows.float().reshape(X * Y, Z, C).transpose(1, 2).contiguous(), (X * Y, C, Z))
-        projected = checked("projected", torch.matmul(weight, lines), (X * Y, K, Z))
+        weight, bias = weight.float().contiguous(), bias.float().contiguous()
+        rows = checked("rows", rows.float().contiguous(), (X * Y * Z, C))
+        checked("weight", weight, (K, C))
         wsum = checked("wsum", weight.sum(1).contiguous(), (K,))
     checked("bias", bias, (K,))
     labels = torch.empty(2 * X, 2 * Y, 2 * Z, dtype=torch.uint8)
     conf = torch.empty_like(labels) if with_confidence else None
     lib.occupancy_head(
-        lines.data_ptr(), projected.data_ptr(), wsum.data_ptr(), bias.data_ptr(), labels.data_ptr(),
+        rows.data_ptr(), weight.data_ptr(), wsum.data_ptr(), bias.data_ptr(), labels.data_ptr(),
         conf.data_ptr() if conf is not None else None, X, Y, Z, C, K, float(eps), torch.get_num_threads(),
     )
     return labels, conf

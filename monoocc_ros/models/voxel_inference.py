@@ -97,7 +97,18 @@ def post_attention(layer: nn.Module, x: Tensor) -> Tensor:
     return F.layer_norm(x, x.shape[-1:], layer.norm2.weight, layer.norm2.bias, layer.norm2.eps)
 
 
-def self_attention_layer(layer: nn.Module, x: Tensor, pos: Tensor, pixel_ref: Tensor, map_hw: tuple[int, int]) -> Tensor:
+def _value_rows(layer: nn.Module, x: Tensor) -> Tensor:
+    """(m, C) rows -> (m, C) value rows of a SelfAttentionLayer."""
+    return F.linear(x, layer.attn.value_proj.weight, layer.attn.value_proj.bias)
+
+
+def _scatter_rows(fill: Tensor, n: int, idx: Tensor, rows: Tensor) -> Tensor:
+    """(n, C): ``rows`` at ``idx``, the (1, C) row ``fill`` everywhere else."""
+    return fill.expand(n, rows.shape[1]).index_copy(0, idx, rows)
+
+
+def self_attention_layer(layer: nn.Module, x: Tensor, pos: Tensor, pixel_ref: Tensor, map_hw: tuple[int, int],
+                         value: Tensor | None = None) -> Tensor:
     """One :class:`SelfAttentionLayer` on a single map.
 
     Args:
@@ -105,6 +116,7 @@ def self_attention_layer(layer: nn.Module, x: Tensor, pos: Tensor, pixel_ref: Te
         x: (Q, C) voxel rows in flat order, Q = H * W of ``map_hw``.
         pos: (Q, C) positional encoding.
         pixel_ref: (2, Q) reference points in pixels (:func:`pixel_reference`).
+        value: (Q, C) the value projection of ``x`` when the caller has it; computed here otherwise.
 
     Returns:
         (Q, C).
@@ -113,7 +125,8 @@ def self_attention_layer(layer: nn.Module, x: Tensor, pos: Tensor, pixel_ref: Te
     Q, C = x.shape
     N, P, nq = attn.num_heads, attn.num_points, attn.num_queue
     # the flat voxel order is the row-major map: value rows are the map's pixels
-    value = F.linear(x, attn.value_proj.weight, attn.value_proj.bias)
+    if value is None:
+        value = _value_rows(layer, x)
     if fused_layers.supports(x, P, layer.ffn.fc1.out_features, nq, N):
         return fused_layers.fused_layer(layer, attn, x, value, map_hw, pixel_ref, pos=pos, groups=nq)
     g_weight, g_bias = attn.sampling_offsets.weight, attn.sampling_offsets.bias[:, None]
@@ -211,16 +224,21 @@ def forward_inference(
                 visible = geometry["visible"]
                 chosen = visible if bool(visible.any()) else torch.ones_like(chosen)
             idx = chosen.nonzero(as_tuple=True)[0]
-        q = queries[idx]
-        pixel_ref = geometry["pixel_ref"][:, idx]
-        seen = geometry["visible"][idx].nonzero(as_tuple=True)[0]
+        # index_select, not advanced indexing: 0.8 against 2.9 ms for tiny's 262144 x 16 queries
+        q = queries.index_select(0, idx)
+        pixel_ref = geometry["pixel_ref"].index_select(1, idx)
+        seen = geometry["visible"].index_select(0, idx).nonzero(as_tuple=True)[0]
         for layer in block.dca:
             q = cross_attention_layer(layer, q, value_map, pixel_ref, seen, (hf, wf))
-        x = block.mask_token.expand(num_queries, C).to(q.dtype).index_copy(0, idx, q)
+        x = _scatter_rows(block.mask_token.to(q.dtype), num_queries, idx, q)
     with stage_timer(timings, "self_attention", dev):
-        pos = block.positional_encoding()
-        for layer in block.dsa:
-            x = self_attention_layer(layer, x, pos, block.dsa_pixel_ref, block.map_hw)
+        pos = block.inference_positions()
+        for i, layer in enumerate(block.dsa):
+            # the first layer's value rows: the rows not proposed all hold the mask token, so its
+            # value projection is computed once, not once per voxel (262144 x 16 x 16 for tiny)
+            value = _scatter_rows(_value_rows(layer, block.mask_token.to(q.dtype)), num_queries, idx,
+                                  _value_rows(layer, q)) if i == 0 else None
+            x = self_attention_layer(layer, x, pos, block.dsa_pixel_ref, block.map_hw, value=value)
     if block.ica is not None:
         with stage_timer(timings, "ica", dev):
             for layer in block.ica:

@@ -324,10 +324,22 @@ class OccupancyBlock(nn.Module):
         # (2, Q) DSA reference points in map pixels, for the inference path
         self.register_buffer("dsa_pixel_ref", pixel_reference(self.dsa_reference, self.map_hw), persistent=False)
         self._camera_cache: tuple[tuple, dict[str, Tensor]] | None = None
+        self._positions_cache: tuple[tuple, Tensor] | None = None
 
     # Inference (eval mode, no autograd, one frame, one view) takes the cache-friendly path of
     # voxel_inference; False forces the training path everywhere (benchmarks compare the two).
     fast_inference = True
+
+    def inference_positions(self) -> Tensor:
+        """(Q, C) DSA positional encoding, built once per version of its weights.
+
+        Expanding and concatenating the row and column embeddings writes Q * C floats (16 MB at
+        ``tiny``'s 256 x 1024 map, 1.5 ms on 2 cores) that are the same in every frame.
+        """
+        key = tuple((p.data_ptr(), p._version, str(p.device), p.dtype) for p in self.positional_encoding.parameters())
+        if self._positions_cache is None or self._positions_cache[0] != key:
+            self._positions_cache = (key, self.positional_encoding())
+        return self._positions_cache[1]
 
     def camera_geometry(self, lidar2img: Tensor, image_hw: tuple[int, int], feature_hw: tuple[int, int]) -> dict[str, Tensor]:
         """Projection of the voxel centres for one camera, computed once per calibration.

@@ -109,8 +109,10 @@ def test_conv3d_as_conv2d_equals_conv3d(dilation, bias, width, cout, kernel, mon
         torch.testing.assert_close(conv3d_as_conv2d(x, conv), conv(x), atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("with_confidence,dim", [(False, 16), (True, 16), (False, 128)])
-def test_fused_head_equals_tensor_head(with_confidence, dim, monkeypatch):
+@pytest.mark.parametrize("with_confidence,dim,depth", [(False, 16, 6), (True, 16, 6), (False, 128, 6), (True, 16, 16),
+                                                       (False, 128, 16)])
+def test_fused_head_equals_tensor_head(with_confidence, dim, depth, monkeypatch):
+    """The C head equals the tensor head; depth 16 (the grid's) takes its vector path, 6 the generic one."""
     from monoocc_ros.models.heads import OccupancyHead
 
     if cpu_kernels.load() is None:
@@ -122,7 +124,7 @@ def test_fused_head_equals_tensor_head(with_confidence, dim, monkeypatch):
         head.norm.bias.normal_(0, 0.3)
         head.fc.weight.normal_(0, 1.0)
     # channels-last voxel rows viewed as (1, C, X, Y, Z), as the occupancy block returns them
-    x = torch.randn(10 * 12 * 6, dim).t().reshape(1, dim, 10, 12, 6)
+    x = torch.randn(10 * 12 * depth, dim).t().reshape(1, dim, 10, 12, depth)
     fused = head.predict(x, with_confidence)
     monkeypatch.setitem(cpu_kernels._state, "lib", None)
     tensor = head.predict(x, with_confidence)
@@ -151,6 +153,21 @@ def test_camera_geometry_is_cached_per_calibration():
     assert torch.equal(second["visible"], visible[0, 0])
     assert not torch.equal(second["visible"], first["visible"])
     torch.testing.assert_close(second["pixel_ref"], (reference[0, 0] * torch.tensor([20, 6]) - 0.5).t())
+
+
+def test_positional_encoding_is_cached_until_its_weights_change():
+    from monoocc_ros.models.config import get_model_config
+    from monoocc_ros.models.voxel_transformer import OccupancyBlock
+
+    block = OccupancyBlock(get_model_config("tiny").voxel).eval()
+    with torch.inference_mode():
+        first = block.inference_positions()
+        assert block.inference_positions() is first
+    other = OccupancyBlock(get_model_config("tiny").voxel).state_dict()
+    block.load_state_dict(other)  # copies in place: same storage, a new version
+    with torch.inference_mode():
+        assert torch.equal(block.inference_positions(), block.positional_encoding())
+        assert not torch.equal(block.inference_positions(), first)
 
 
 def test_checkpoint_keys_unchanged():
