@@ -1,11 +1,13 @@
-"""A direct C 3D convolution for few channels (the proposal network's ASPP head at inference).
+"""A direct C convolution for few channels: the proposal network's ASPP head (3D) and its 2D
+encoder and decoder convolutions, at inference.
 
-oneDNN's 2D convolutions with 1 to 4 input channels run far below this CPU's FLOP rate, and
-PyTorch's CPU Conv3d with few channels is a reference loop. This kernel walks one output row (one
-(d, h), every output channel) at a time: the input rows of the kd x kh taps that exist are copied
-once into zero-padded buffers, and 16 output voxels at a time accumulate every tap, input channel
-and kw shift in one vector register per output channel. Zero padding, dilation and bias as
-``nn.Conv3d`` (stride 1, same size); fp32, summation order differs.
+oneDNN's 2D convolutions with few channels run far below this CPU's FLOP rate, and PyTorch's CPU
+Conv3d with few channels is a reference loop. This kernel walks one output row (one (d, h), every
+output channel) at a time: the input rows of the kd x kh taps that exist are copied once into
+zero-padded buffers, and 16 * S output voxels at a time accumulate every tap, input channel and kw
+shift in Cout * S vector registers. Zero padding, dilation and bias as ``nn.Conv3d`` / ``nn.Conv2d``
+(stride 1, same size; up to 64 input and 16 output channels), optionally followed by ReLU at the
+store; fp32, summation order differs.
 
 Compiled on first use like :mod:`cpu_kernels` (``MONOOCC_FUSED_KERNELS=0`` or no compiler: None,
 and :func:`~monoocc_ros.models.proposals.conv3d_on_slices` uses oneDNN instead).
@@ -21,22 +23,23 @@ from torch import Tensor, nn
 from monoocc_ros.models.cpu_kernels import checked
 from monoocc_ros.native import NativeLibrary
 
-__all__ = ["supports", "conv3d_slices", "MAX_CHANNELS"]
+__all__ = ["supports", "supports_2d", "conv3d_slices", "conv2d", "MAX_CHANNELS", "MAX_IN_CHANNELS"]
 
-MAX_CHANNELS, MAX_WIDTH, MAX_TAPS = 16, 4096, 16
+MAX_CHANNELS, MAX_IN_CHANNELS, MAX_WIDTH, MAX_TAPS, MAX_ROWS = 16, 64, 4096, 16, 4096
 
 _SOURCE = r"""
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
+#define MAX_ROWS 4096
 #define L 16  /* output voxels along W per vector: one vector of accumulators per output channel and step */
 
 /* One output row: rows[t * Cin + ci] are the zero-padded input rows of the n valid (z, y) taps;
    wt: (n taps of kd*kh, Cin, kw, Cout) with the taps' weights; any Cout, scalar loops the compiler
    vectorises (the accumulators may live in memory). */
 static void row_pass_any(const float* const* rows, const float* const* wt, int64_t n, int64_t Cin, int64_t kw,
-    int64_t dw, const int64_t Cout, const float* b, int64_t W, int64_t H, float* out) {
+    int64_t dw, const int64_t Cout, const float* b, int relu, int64_t W, int64_t H, float* out) {
   for (int64_t x0 = 0; x0 < W; x0 += L) {
     float acc[Cout][L];
     for (int64_t co = 0; co < Cout; ++co)
@@ -57,7 +60,7 @@ static void row_pass_any(const float* const* rows, const float* const* wt, int64
     }
     const int64_t m = W - x0 < L ? W - x0 : L;
     for (int64_t co = 0; co < Cout; ++co)
-      for (int64_t j = 0; j < m; ++j) out[co * H * W + x0 + j] = acc[co][j];
+      for (int64_t j = 0; j < m; ++j) out[co * H * W + x0 + j] = relu && acc[co][j] < 0.f ? 0.f : acc[co][j];
   }
 }
 
@@ -67,8 +70,8 @@ static void row_pass_any(const float* const* rows, const float* const* wt, int64
    registers. With one vector per channel the compiler kept them in memory, and every FMA waited on
    a store and a reload of the one before it (6 ms for a 4 -> 4 layer on 128x128x16 instead of 2). */
 static inline __attribute__((always_inline)) void row_pass_reg(const float* const* rows, const float* const* wt,
-    int64_t n, int64_t Cin, int64_t kw, int64_t dw, const int Cout, const int S, const float* b, int64_t W, int64_t H,
-    float* out) {
+    int64_t n, int64_t Cin, int64_t kw, int64_t dw, const int Cout, const int S, const float* b, int relu, int64_t W,
+    int64_t H, float* out) {
   for (int64_t x0 = 0; x0 < W; x0 += L * S) {
     __m512 acc[16][8];
     for (int co = 0; co < Cout; ++co)
@@ -95,7 +98,8 @@ static inline __attribute__((always_inline)) void row_pass_reg(const float* cons
       const int64_t x = x0 + s * L;
       if (x >= W) break;
       const __mmask16 m = W - x >= L ? (__mmask16)0xFFFF : (__mmask16)((1u << (W - x)) - 1u);
-      for (int co = 0; co < Cout; ++co) _mm512_mask_storeu_ps(out + co * H * W + x, m, acc[co][s]);
+      for (int co = 0; co < Cout; ++co)
+        _mm512_mask_storeu_ps(out + co * H * W + x, m, relu ? _mm512_max_ps(acc[co][s], _mm512_setzero_ps()) : acc[co][s]);
     }
   }
 }
@@ -105,31 +109,31 @@ static inline __attribute__((always_inline)) void row_pass_reg(const float* cons
 #endif
 
 static void row_pass(const float* const* rows, const float* const* wt, int64_t n, int64_t Cin, int64_t kw,
-    int64_t dw, int64_t Cout, const float* b, int64_t W, int64_t H, float* out) {
+    int64_t dw, int64_t Cout, const float* b, int relu, int64_t W, int64_t H, float* out) {
 #ifdef __AVX512F__
   switch (Cout) {  /* Cout * S = 16 accumulators, S loaded rows and a weight: 18-25 of 32 registers */
-    case 1: row_pass_reg(rows, wt, n, Cin, kw, dw, 1, 8, b, W, H, out); return;
-    case 2: row_pass_reg(rows, wt, n, Cin, kw, dw, 2, 8, b, W, H, out); return;
-    case 4: row_pass_reg(rows, wt, n, Cin, kw, dw, 4, 4, b, W, H, out); return;
-    case 8: row_pass_reg(rows, wt, n, Cin, kw, dw, 8, 2, b, W, H, out); return;
-    case 16: row_pass_reg(rows, wt, n, Cin, kw, dw, 16, 1, b, W, H, out); return;
+    case 1: row_pass_reg(rows, wt, n, Cin, kw, dw, 1, 8, b, relu, W, H, out); return;
+    case 2: row_pass_reg(rows, wt, n, Cin, kw, dw, 2, 8, b, relu, W, H, out); return;
+    case 4: row_pass_reg(rows, wt, n, Cin, kw, dw, 4, 4, b, relu, W, H, out); return;
+    case 8: row_pass_reg(rows, wt, n, Cin, kw, dw, 8, 2, b, relu, W, H, out); return;
+    case 16: row_pass_reg(rows, wt, n, Cin, kw, dw, 16, 1, b, relu, W, H, out); return;
     default: break;
   }
 #endif
-  row_pass_any(rows, wt, n, Cin, kw, dw, Cout, b, W, H, out);
+  row_pass_any(rows, wt, n, Cin, kw, dw, Cout, b, relu, W, H, out);
 }
 
 /* x: (D, Cin, H, W) slices of one volume; w: (kd, kh, Cin, kw, Cout); b: (Cout) or NULL;
-   out: (D, Cout, H, W). Output rows (d, h) over `threads` OpenMP threads. */
+   out: (D, Cout, H, W), max(0, .) of it when relu. Output rows (d, h) over `threads` OpenMP threads. */
 void conv3d_slices(const float* x, const float* w, const float* b, float* out, int64_t D, int64_t Cin,
                    int64_t H, int64_t W, int64_t Cout, int64_t kd, int64_t kh, int64_t kw,
-                   int64_t dd, int64_t dh, int64_t dw, int64_t pd, int64_t ph, int64_t pw, int threads) {
+                   int64_t dd, int64_t dh, int64_t dw, int64_t pd, int64_t ph, int64_t pw, int relu, int threads) {
   /* a padded row, rounded up past the last step's reads: x0 + L * MAX_STEPS - 1 + 2 * pw */
   const int64_t stride = ((W + 2 * pw + L - 1) / L + MAX_STEPS) * L;
   #pragma omp parallel num_threads(threads)
   {
     float* pad = (float*)calloc((size_t)(kd * kh * Cin * stride), sizeof(float));
-    const float* rows[16 * 16 * 16];
+    const float* rows[MAX_ROWS];  /* kd * kh * Cin, bounded by the wrapper */
     const float* wt[16 * 16];
     #pragma omp for schedule(static)
     for (int64_t row = 0; row < D * H; ++row) {
@@ -150,7 +154,7 @@ void conv3d_slices(const float* x, const float* w, const float* b, float* out, i
         }
       }
       float* o = out + (d * Cout * H + h) * W;
-      row_pass(rows, wt, n, Cin, kw, dw, Cout, b, W, H, o);
+      row_pass(rows, wt, n, Cin, kw, dw, Cout, b, relu, W, H, o);
     }
     free(pad);
   }
@@ -161,7 +165,7 @@ _FLAGS = ["-O3", "-march=native", "-mprefer-vector-width=512", "-fopenmp", "-fPI
 
 
 def _declare(lib: ctypes.CDLL) -> None:
-    lib.conv3d_slices.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_int64] * 14 + [ctypes.c_int]
+    lib.conv3d_slices.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_int64] * 14 + [ctypes.c_int, ctypes.c_int]
     lib.conv3d_slices.restype = None
 
 
@@ -169,43 +173,74 @@ _LIBRARY = NativeLibrary("conv3d", _SOURCE, _FLAGS, declare=_declare, fallback="
 _state = _LIBRARY.state  # tests set _state["lib"] = None to run the fallback
 
 
+def _supported(x: Tensor, conv: nn.Conv2d | nn.Conv3d) -> bool:
+    """The checks shared by 2D and 3D: CPU float32 outside autocast, trace and compile; few channels;
+    stride 1, same size; at most 16 taps per axis and MAX_ROWS padded input rows per output row."""
+    if torch.jit.is_tracing() or torch.compiler.is_compiling() or torch.is_autocast_enabled("cpu"):
+        return False
+    taps = conv.kernel_size[:-1]
+    rows = conv.in_channels
+    for k in taps:
+        rows *= k
+    return (x.device.type == "cpu" and x.dtype == torch.float32 and conv.weight.dtype == torch.float32
+            and conv.in_channels <= MAX_IN_CHANNELS and conv.out_channels <= MAX_CHANNELS and conv.groups == 1
+            and all(s == 1 for s in conv.stride) and x.shape[-1] <= MAX_WIDTH and max(conv.kernel_size) <= MAX_TAPS
+            and rows <= MAX_ROWS and conv.padding_mode == "zeros" and not isinstance(conv.padding, str)
+            and all(2 * p == d * (k - 1) for p, d, k in zip(conv.padding, conv.dilation, conv.kernel_size))
+            and _LIBRARY.load() is not None)
+
+
 def supports(x: Tensor, conv: nn.Conv3d) -> bool:
     """True when the kernel runs ``conv`` on ``x``: CPU float32, few channels, stride 1, same size,
     at most 16 taps per axis, the library built, and not inside a trace or compile."""
-    if torch.jit.is_tracing() or torch.compiler.is_compiling() or torch.is_autocast_enabled("cpu"):
-        return False
-    pd, ph, pw = conv.padding
-    ok = (x.device.type == "cpu" and x.dtype == torch.float32 and conv.weight.dtype == torch.float32
-          and conv.in_channels <= MAX_CHANNELS and conv.out_channels <= MAX_CHANNELS and conv.groups == 1
-          and conv.stride == (1, 1, 1) and x.shape[-1] <= MAX_WIDTH and max(conv.kernel_size) <= MAX_TAPS
-          and all(2 * p == d * (k - 1) for p, d, k in zip(conv.padding, conv.dilation, conv.kernel_size)))
-    return ok and _LIBRARY.load() is not None
+    return isinstance(conv, nn.Conv3d) and _supported(x, conv)
 
 
-def conv3d_slices(x: Tensor, conv: nn.Conv3d, depth: int) -> Tensor:
-    """``conv`` on volumes held as depth slices.
+def supports_2d(x: Tensor, conv: nn.Conv2d) -> bool:
+    """:func:`supports` for a ``Conv2d`` on (B, Cin, H, W) (up to 64 input channels)."""
+    return isinstance(conv, nn.Conv2d) and x.dim() == 4 and _supported(x, conv)
 
-    Shapes:
-        x (B * D, Cin, H, W), slices of each volume consecutive -> (B * D, Cout, H, W)
-    """
+
+def _run(x: Tensor, weight: Tensor, bias: Tensor | None, dilation: tuple[int, int, int], padding: tuple[int, int, int],
+         depth: int, relu: bool) -> Tensor:
+    """The C loop on (B * depth, Cin, H, W) slices with a (Cout, Cin, kd, kh, kw) weight."""
     BD, cin, H, W = x.shape
-    kd, kh, kw = conv.kernel_size
-    cout = conv.out_channels
-    # the C loop's buffers and pointer arithmetic (4-byte floats): refuse rather than read out of bounds
-    if not supports(x, conv) or BD % depth:
-        raise ValueError(f"conv3d_slices: the kernel cannot run {conv} on {x.dtype} slices {tuple(x.shape)} "
-                         f"of depth {depth} (see conv3d_kernel.supports)")
+    cout, _, kd, kh, kw = weight.shape
     x = checked("x", x.contiguous(), (BD, cin, H, W))
     # (Cout, Cin, kd, kh, kw) -> (kd, kh, Cin, kw, Cout): per tap and input channel, kw x Cout weights
-    weight = checked("weight", conv.weight.detach().permute(2, 3, 1, 4, 0).contiguous(), (kd, kh, cin, kw, cout))
-    bias = checked("bias", conv.bias.detach().contiguous(), (cout,)) if conv.bias is not None else None
+    weight = checked("weight", weight.detach().permute(2, 3, 1, 4, 0).contiguous(), (kd, kh, cin, kw, cout))
+    bias = checked("bias", bias.detach().contiguous(), (cout,)) if bias is not None else None
     out = torch.empty(BD, cout, H, W, dtype=torch.float32)
     lib = _LIBRARY.load()
     per_volume = depth * cin * H * W
     for v in range(BD // depth):
         lib.conv3d_slices(
             x.data_ptr() + 4 * v * per_volume, weight.data_ptr(), bias.data_ptr() if bias is not None else None,
-            out.data_ptr() + 4 * v * depth * conv.out_channels * H * W, depth, cin, H, W, conv.out_channels,
-            *conv.kernel_size, *conv.dilation, *conv.padding, torch.get_num_threads(),
+            out.data_ptr() + 4 * v * depth * cout * H * W, depth, cin, H, W, cout,
+            kd, kh, kw, *dilation, *padding, int(relu), torch.get_num_threads(),
         )
     return out
+
+
+def conv3d_slices(x: Tensor, conv: nn.Conv3d, depth: int, relu: bool = False) -> Tensor:
+    """``conv`` (then ReLU when ``relu``) on volumes held as depth slices.
+
+    Shapes:
+        x (B * D, Cin, H, W), slices of each volume consecutive -> (B * D, Cout, H, W)
+    """
+    # the C loop's buffers and pointer arithmetic (4-byte floats): refuse rather than read out of bounds
+    if not supports(x, conv) or x.shape[0] % depth:
+        raise ValueError(f"conv3d_slices: the kernel cannot run {conv} on {x.dtype} slices {tuple(x.shape)} "
+                         f"of depth {depth} (see conv3d_kernel.supports)")
+    return _run(x, conv.weight, conv.bias, conv.dilation, conv.padding, depth, relu)
+
+
+def conv2d(x: Tensor, conv: nn.Conv2d, relu: bool = False) -> Tensor:
+    """``conv`` (then ReLU when ``relu``): a 2D convolution is a 3D one of depth 1 with one depth tap.
+
+    Shapes:
+        x (B, Cin, H, W) -> (B, Cout, H, W)
+    """
+    if not supports_2d(x, conv):
+        raise ValueError(f"conv2d: the kernel cannot run {conv} on {x.dtype} {tuple(x.shape)} (see conv3d_kernel.supports_2d)")
+    return _run(x, conv.weight[:, :, None], conv.bias, (1, *conv.dilation), (0, *conv.padding), 1, relu)

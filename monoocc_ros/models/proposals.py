@@ -316,16 +316,34 @@ class QueryProposalNet(nn.Module):
         self.out_1_2 = nn.Conv2d(w1, half, 3, padding=1)
         self.seg_head = SegmentationHead3d(head_planes, 2, head_dilations)
 
+    @staticmethod
+    def _conv(conv: nn.Conv2d, x: Tensor, relu: bool = False) -> Tensor:
+        """``conv`` (then ReLU); at inference the direct C loop when it can run it (2-4x faster than
+        oneDNN at these 4-32 channels, with the ReLU applied as it stores)."""
+        if not torch.is_grad_enabled() and conv3d_kernel.supports_2d(x, conv):
+            return conv3d_kernel.conv2d(x, conv, relu)
+        y = conv(x)
+        return F.relu(y) if relu else y
+
+    def _encode(self, block: nn.Sequential, x: Tensor) -> Tensor:
+        """An encoder block (:func:`_conv_relu`) layer by layer, each convolution with its ReLU."""
+        layers = list(block)
+        if isinstance(layers[0], nn.MaxPool2d):
+            x = layers.pop(0)(x)
+        for conv in layers[::2]:  # Conv2d, ReLU, Conv2d, ReLU
+            x = self._conv(conv, x, relu=True)
+        return x
+
     def forward(self, occupancy: Tensor) -> Tensor:
         # (B, X, Y, Z) -> (B, Z, X, Y): height cells become channels
         x = occupancy.permute(0, 3, 1, 2)
-        skip_1_2 = self.encoder2(self.encoder1(x))
-        skip_1_4 = self.encoder3(skip_1_2)
-        out_1_8 = self.out_1_8(self.encoder4(skip_1_4))
-        out = F.relu(self.conv_1_4(torch.cat([self.up_1_8(out_1_8), skip_1_4], 1)))
-        out_1_4 = self.out_1_4(out)
+        skip_1_2 = self._encode(self.encoder2, self._encode(self.encoder1, x))
+        skip_1_4 = self._encode(self.encoder3, skip_1_2)
+        out_1_8 = self._conv(self.out_1_8, self._encode(self.encoder4, skip_1_4))
+        out = self._conv(self.conv_1_4, torch.cat([self.up_1_8(out_1_8), skip_1_4], 1), relu=True)
+        out_1_4 = self._conv(self.out_1_4, out)
         out = torch.cat([self.up_1_4(out_1_4), skip_1_2, self.up_1_8_to_1_2(out_1_8)], 1)
-        out_1_2 = self.out_1_2(F.relu(self.conv_1_2(out)))
+        out_1_2 = self._conv(self.out_1_2, self._conv(self.conv_1_2, out, relu=True))
         # (B, 2, Z/2, X/2, Y/2) -> (B, 2, X/2, Y/2, Z/2)
         return self.seg_head(out_1_2).permute(0, 1, 3, 4, 2)
 
@@ -350,21 +368,27 @@ class MonocularProposals(nn.Module):
         self._lift_cache: tuple[tuple, Tensor] | None = None
 
     def lift(self, prob: Tensor, lidar2img: Tensor, image_hw: tuple[int, int]) -> Tensor:
-        """:func:`lift_depth_to_occupancy`; at inference the lift index of the last camera is reused.
+        """:func:`lift_depth_to_occupancy` as (B, X, Y, Z); at inference the lift index of the last
+        camera is reused, and the result is a (B, Z, X, Y) contiguous tensor viewed as (B, X, Y, Z).
 
         Projecting the 2 M voxel centres is most of the lift; it depends only on K, T and the sizes.
         """
+        X, Y, Z = self.grid_size
         if self.training or torch.is_grad_enabled():
-            return lift_depth_to_occupancy(prob, self.centres, lidar2img, image_hw, self.bin_edges)
+            return lift_depth_to_occupancy(prob, self.centres, lidar2img, image_hw, self.bin_edges).view(-1, X, Y, Z)
         key = (lidar2img.detach().to("cpu", torch.float64).numpy().tobytes(), tuple(image_hw), tuple(prob.shape),
                str(prob.device))
         if self._lift_cache is None or self._lift_cache[0] != key:
             flat, valid = depth_lift_index(self.centres, lidar2img, image_hw, tuple(prob.shape[2:]), self.bin_edges)
-            # voxels outside the image or the depth range read a zero appended to the map: no mask pass
-            self._lift_cache = (key, torch.where(valid, flat, prob[0].numel()))
+            # voxels outside the image or the depth range read a zero appended to the map: no mask pass;
+            # gathered in (Z, X, Y) order, so the proposal network reads height cells as contiguous
+            # (NCHW) channels without a transposing copy
+            index = torch.where(valid, flat, prob[0].numel()).view(-1, X, Y, Z).permute(0, 3, 1, 2)
+            self._lift_cache = (key, index.reshape(index.shape[0], -1))
         # (B, D*Hf*Wf + 1): the probabilities and the zero
         source = torch.cat([prob.flatten(1), prob.new_zeros(prob.shape[0], 1)], 1)
-        return torch.gather(source, 1, self._lift_cache[1])
+        # (B, Z*X*Y) -> (B, X, Y, Z), a view
+        return torch.gather(source, 1, self._lift_cache[1]).view(-1, Z, X, Y).permute(0, 2, 3, 1)
 
     def forward(self, features: Tensor, lidar2img: Tensor, image_hw: tuple[int, int]) -> dict[str, Tensor]:
         """
@@ -378,5 +402,5 @@ class MonocularProposals(nn.Module):
         logits = self.depth_head(features)
         prob = logits.softmax(1)
         depth = (prob * self.bin_centres.view(1, -1, 1, 1)).sum(1, keepdim=True)
-        occ = self.lift(prob, lidar2img, image_hw).view(-1, *self.grid_size)
+        occ = self.lift(prob, lidar2img, image_hw)
         return {"depth_logits": logits, "depth": depth, "proposal_logits": self.qpn(occ)}

@@ -238,6 +238,46 @@ def test_fused_layer_declines_what_it_cannot_run():
     assert not fused_layers.supports(torch.zeros(4, 16, dtype=torch.bfloat16), 4, 32, 1, 2)
 
 
+@pytest.mark.parametrize("cin,cout,width,dilation,relu", [(32, 8, 37, 1, True), (20, 16, 70, 1, False), (8, 4, 16, 2, True),
+                                                        (64, 2, 9, 1, False)])
+def test_direct_conv2d_equals_conv2d(cin, cout, width, dilation, relu):
+    """The C loop run as a 2D convolution (the proposal network's encoder and decoder at inference)
+    equals Conv2d (then ReLU), with up to 64 input channels."""
+    from monoocc_ros.models import conv3d_kernel
+
+    if conv3d_kernel._LIBRARY.load() is None:
+        pytest.skip(conv3d_kernel._LIBRARY.status())
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(cin, cout, 3, padding=dilation, dilation=dilation)
+    x = torch.randn(2, cin, 11, width)
+    assert conv3d_kernel.supports_2d(x, conv)
+    with torch.no_grad():
+        expected = torch.relu(conv(x)) if relu else conv(x)
+        torch.testing.assert_close(conv3d_kernel.conv2d(x, conv, relu), expected, atol=1e-5, rtol=1e-5)
+    assert not conv3d_kernel.supports_2d(x, torch.nn.Conv2d(cin, cout, 3, stride=2, padding=1))
+    assert not conv3d_kernel.supports_2d(x, torch.nn.Conv2d(cin, 17, 3, padding=1))
+
+
+def test_proposal_network_inference_equals_training_path():
+    """The proposal network at inference (direct C convolutions with their ReLUs, depth slices) gives
+    the training path's logits on the (Z, X, Y)-ordered occupancy the inference lift hands it."""
+    from monoocc_ros.models.config import get_model_config
+    from monoocc_ros.models.proposals import MonocularProposals
+
+    torch.manual_seed(0)
+    qpn = MonocularProposals(16, get_model_config("tiny").proposal).qpn.eval()
+    with torch.no_grad():
+        for bn in [*qpn.seg_head.bn1, *qpn.seg_head.bn2]:
+            bn.running_mean.normal_(0, 0.5)
+            bn.running_var.uniform_(0.5, 2.0)
+    occ = torch.rand(1, 32, 64, 48).permute(0, 2, 3, 1)  # (B, X, Y, Z) viewed on (B, Z, X, Y), as the lift
+    with torch.enable_grad():
+        training = qpn(occ).detach()
+    with torch.no_grad():
+        inference = qpn(occ)
+    torch.testing.assert_close(inference, training, atol=1e-4, rtol=1e-4)
+
+
 def test_segmentation_head_on_slices_equals_conv3d_path():
     """The inference path of the proposal network's 3D head (depth slices, no Conv3d) gives the
     training path's logits (eval-mode BatchNorm with non-trivial statistics)."""
