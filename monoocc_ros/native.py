@@ -26,7 +26,16 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["NativeLibrary", "cache_dir"]
+__all__ = ["NativeLibrary", "cache_dir", "in_graph_capture"]
+
+
+def in_graph_capture() -> bool:
+    """True inside a TorchScript trace, ``torch.compile`` or ``torch.export``: there an opaque ctypes
+    call, or a tensor cached from an earlier call, would be frozen into the graph as a constant (or
+    fail on a fake tensor's data pointer), so callers take their plain PyTorch path."""
+    import torch
+
+    return torch.jit.is_tracing() or torch.compiler.is_compiling() or torch.compiler.is_exporting()
 
 
 def cache_dir() -> Path:

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from monoocc_ros.models.cpu_kernels import checked
-from monoocc_ros.native import NativeLibrary
+from monoocc_ros.native import NativeLibrary, in_graph_capture
 
 __all__ = ["supports", "supports_2d", "conv3d_slices", "conv2d", "MAX_CHANNELS", "MAX_IN_CHANNELS"]
 
@@ -176,7 +176,7 @@ _state = _LIBRARY.state  # tests set _state["lib"] = None to run the fallback
 def _supported(x: Tensor, conv: nn.Conv2d | nn.Conv3d) -> bool:
     """The checks shared by 2D and 3D: CPU float32 outside autocast, trace and compile; few channels;
     stride 1, same size; at most 16 taps per axis and MAX_ROWS padded input rows per output row."""
-    if torch.jit.is_tracing() or torch.compiler.is_compiling() or torch.is_autocast_enabled("cpu"):
+    if in_graph_capture() or torch.is_autocast_enabled("cpu"):
         return False
     taps = conv.kernel_size[:-1]
     rows = conv.in_channels

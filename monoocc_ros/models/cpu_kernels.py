@@ -31,7 +31,7 @@ import ctypes
 import torch
 from torch import Tensor
 
-from monoocc_ros.native import NativeLibrary
+from monoocc_ros.native import NativeLibrary, in_graph_capture
 
 __all__ = ["load", "usable", "deform_sample", "occupancy_head", "kernel_status", "checked"]
 
@@ -334,7 +334,7 @@ def usable(*tensors: Tensor) -> bool:
     """True when the fused kernels can run on these tensors: CPU float32, the library built, and not
     inside a trace or compile (an opaque ctypes call would be frozen into the graph as a constant).
     Autocast is fine: the wrappers compute everything they hand to C in float32 (autocast disabled)."""
-    if torch.jit.is_tracing() or torch.compiler.is_compiling():
+    if in_graph_capture():
         return False
     return all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors) and load() is not None
 

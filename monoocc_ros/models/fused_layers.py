@@ -32,7 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from monoocc_ros.models.cpu_kernels import checked
-from monoocc_ros.native import NativeLibrary
+from monoocc_ros.native import NativeLibrary, in_graph_capture
 
 __all__ = ["MAX_DIM", "supports", "fused_layer"]
 
@@ -374,7 +374,7 @@ _state = _LIBRARY.state  # tests set _state["lib"] = None to run the operator ch
 def supports(x: Tensor, num_points: int, ffn_dim: int, groups: int, num_heads: int) -> bool:
     """True when this kernel can run the layer: CPU float32 rows, sizes within the stack buffers,
     at most 64 channels per head, the library built, and not inside a trace or compile."""
-    if torch.jit.is_tracing() or torch.compiler.is_compiling():
+    if in_graph_capture():
         return False
     C = x.shape[-1]
     ok = (x.device.type == "cpu" and x.dtype == torch.float32 and not torch.is_autocast_enabled("cpu")

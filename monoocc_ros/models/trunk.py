@@ -15,11 +15,13 @@ Example:
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from monoocc_ros.models.config import RESNET_BLOCKS, TrunkConfig
 from monoocc_ros.models.state_dict import clean_state_dict
+from monoocc_ros.native import in_graph_capture
 
 __all__ = [
     "FrozenBatchNorm2d",
@@ -45,6 +47,7 @@ class FrozenBatchNorm2d(nn.Module):
         self.register_buffer("bias", torch.zeros(num_features))
         self.register_buffer("running_mean", torch.zeros(num_features))
         self.register_buffer("running_var", torch.ones(num_features))
+        self._folded: tuple[tuple, tuple[Tensor, Tensor]] | None = None
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs):
         state_dict.pop(prefix + "num_batches_tracked", None)
@@ -53,12 +56,35 @@ class FrozenBatchNorm2d(nn.Module):
         )
 
     def forward(self, x: Tensor) -> Tensor:
-        scale = self.weight * (self.running_var + self.eps).rsqrt()
-        shift = self.bias - self.running_mean * scale
+        scale, shift = self._affine()
         return x * scale[None, :, None, None] + shift[None, :, None, None]
+
+    def _affine(self) -> tuple[Tensor, Tensor]:
+        scale = self.weight * (self.running_var + self.eps).rsqrt()
+        return scale, self.bias - self.running_mean * scale
+
+    def folded_into(self, conv: nn.Conv2d) -> tuple[Tensor, Tensor]:
+        """(weight, bias) of ``conv`` followed by this norm, as one convolution; cached until the
+        conv's weight or a buffer changes (a new version or storage)."""
+        tensors = (conv.weight, self.weight, self.bias, self.running_mean, self.running_var)
+        key = tuple((t.data_ptr(), t._version, t.dtype, str(t.device)) for t in tensors)
+        if self._folded is None or self._folded[0] != key:
+            scale, shift = self._affine()
+            bias = shift if conv.bias is None else conv.bias * scale + shift
+            self._folded = (key, ((conv.weight * scale[:, None, None, None]).detach(), bias.detach()))
+        return self._folded[1]
 
     def extra_repr(self) -> str:
         return f"{self.weight.shape[0]}, eps={self.eps}"
+
+
+def conv_bn(conv: nn.Conv2d, bn: FrozenBatchNorm2d, x: Tensor) -> Tensor:
+    """``bn(conv(x))``; without autograd one convolution with the norm folded into its weight and bias:
+    the norm's multiply and add are two passes over every activation of the small trunk."""
+    if torch.is_grad_enabled() or in_graph_capture():
+        return bn(conv(x))
+    weight, bias = bn.folded_into(conv)
+    return F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
 
 
 class Bottleneck(nn.Module):
@@ -83,10 +109,10 @@ class Bottleneck(nn.Module):
             )
 
     def forward(self, x: Tensor) -> Tensor:
-        identity = x if self.downsample is None else self.downsample(x)
-        y = self.relu(self.bn1(self.conv1(x)))
-        y = self.relu(self.bn2(self.conv2(y)))
-        y = self.bn3(self.conv3(y))
+        identity = x if self.downsample is None else conv_bn(self.downsample[0], self.downsample[1], x)
+        y = self.relu(conv_bn(self.conv1, self.bn1, x))
+        y = self.relu(conv_bn(self.conv2, self.bn2, y))
+        y = conv_bn(self.conv3, self.bn3, y)
         return self.relu(y + identity)
 
 
@@ -140,7 +166,7 @@ class ResNet(nn.Module):
                 p.requires_grad_(False)
 
     def forward(self, x: Tensor) -> Tensor:
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.maxpool(self.relu(conv_bn(self.conv1, self.bn1, x)))
         for name in self.stage_names:
             stage = getattr(self, name)
             if self.gradient_checkpointing and self.training and torch.is_grad_enabled():

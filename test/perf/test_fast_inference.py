@@ -170,6 +170,42 @@ def test_positional_encoding_is_cached_until_its_weights_change():
         assert not torch.equal(block.inference_positions(), first)
 
 
+def test_trunk_folds_its_norms_at_inference_and_refolds_after_a_change():
+    from monoocc_ros.models.trunk import ResNet
+
+    torch.manual_seed(0)
+    trunk = ResNet((1, 1), base_width=8).eval()
+    with torch.no_grad():
+        for name, buf in trunk.named_buffers():
+            if name.endswith(("running_mean", "bias")):
+                buf.normal_(0, 0.3)
+            elif name.endswith(("running_var", "weight")):
+                buf.uniform_(0.5, 2.0)
+    x = torch.randn(1, 3, 40, 56)
+    with torch.enable_grad():
+        reference = trunk(x).detach()
+    with torch.no_grad():
+        torch.testing.assert_close(trunk(x), reference, atol=1e-5, rtol=1e-5)
+        trunk.layer1[0].bn2.running_var.mul_(4.0)  # in place: the folded weights must follow
+        changed = trunk(x)
+    with torch.enable_grad():
+        torch.testing.assert_close(changed, trunk(x).detach(), atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(changed, reference, atol=1e-3)
+
+
+def test_dense_stages_export_without_c_kernels_or_cached_weights():
+    """torch.export (the AOTInductor backend's first step) traces the trunk and the proposal network
+    on their plain PyTorch path: a ctypes kernel or a cached folded weight would fail on a fake
+    tensor's data pointer or be frozen into the graph."""
+    from monoocc_ros.inference.stages import dense_stages
+
+    model = _trained_like()
+    for name, (module, example) in dense_stages(model, (96, 320)).items():
+        with torch.no_grad():
+            program = torch.export.export(module, (example,))
+            torch.testing.assert_close(program.module()(example), module(example), atol=1e-4, rtol=1e-4, msg=name)
+
+
 def test_checkpoint_keys_unchanged():
     """Caches and derived buffers of the inference path stay out of the state dict."""
     from monoocc_ros.models.config import get_model_config
