@@ -222,8 +222,12 @@ def _run(x: Tensor, weight: Tensor, bias: Tensor | None, dilation: tuple[int, in
     return out
 
 
-def conv3d_slices(x: Tensor, conv: nn.Conv3d, depth: int, relu: bool = False) -> Tensor:
+def conv3d_slices(x: Tensor, conv: nn.Conv3d, depth: int, relu: bool = False,
+                  folded: tuple[Tensor, Tensor] | None = None) -> Tensor:
     """``conv`` (then ReLU when ``relu``) on volumes held as depth slices.
+
+    Args:
+        folded: (weight, bias) to use instead of the conv's own (a norm folded in by the caller).
 
     Shapes:
         x (B * D, Cin, H, W), slices of each volume consecutive -> (B * D, Cout, H, W)
@@ -232,7 +236,8 @@ def conv3d_slices(x: Tensor, conv: nn.Conv3d, depth: int, relu: bool = False) ->
     if not supports(x, conv) or x.shape[0] % depth:
         raise ValueError(f"conv3d_slices: the kernel cannot run {conv} on {x.dtype} slices {tuple(x.shape)} "
                          f"of depth {depth} (see conv3d_kernel.supports)")
-    return _run(x, conv.weight, conv.bias, conv.dilation, conv.padding, depth, relu)
+    weight, bias = folded if folded is not None else (conv.weight, conv.bias)
+    return _run(x, weight, bias, conv.dilation, conv.padding, depth, relu)
 
 
 def conv2d(x: Tensor, conv: nn.Conv2d, relu: bool = False) -> Tensor:

@@ -179,25 +179,46 @@ def _conv_relu(cin: int, cout: int, pool: bool) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-def conv3d_on_slices(x: Tensor, conv: nn.Conv3d, depth: int) -> Tensor:
-    """``conv`` (stride 1, same size) on a volume held as its depth slices, as one 2D convolution.
+def _fold_norm(conv: nn.Conv3d, norm: nn.BatchNorm3d) -> tuple[Tensor, Tensor]:
+    """(weight, bias) of ``conv`` followed by the eval-mode ``norm``, as one convolution."""
+    scale = norm.weight * (norm.running_var + norm.eps).rsqrt()
+    shift = norm.bias - norm.running_mean * scale
+    bias = shift if conv.bias is None else conv.bias * scale + shift
+    return conv.weight * scale[:, None, None, None, None], bias
+
+
+def conv3d_on_slices(x: Tensor, conv: nn.Conv3d, depth: int, *, norm: nn.BatchNorm3d | None = None,
+                     relu: bool = False) -> Tensor:
+    """``conv`` (stride 1, same size), then the eval-mode ``norm`` and ReLU when given, on a volume
+    held as its depth slices. The C loop folds the norm into the convolution and applies the ReLU as
+    it stores (no passes over the output); without it see :func:`_conv3d_on_slices_onednn`.
+
+    Shapes:
+        x (B * D, Cin, H, W), slices of each volume consecutive -> (B * D, Cout, H, W)
+    """
+    if conv3d_kernel.supports(x, conv):  # direct C loop: 3-8x faster than oneDNN at 1-4 channels
+        folded = _fold_norm(conv, norm) if norm is not None else None
+        return conv3d_kernel.conv3d_slices(x, conv, depth, relu=relu, folded=folded)
+    out = _conv3d_on_slices_onednn(x, conv, depth)
+    if norm is not None:
+        out = F.batch_norm(out, norm.running_mean, norm.running_var, norm.weight, norm.bias, False, 0.0, norm.eps)
+    return F.relu_(out) if relu else out
+
+
+def _conv3d_on_slices_onednn(x: Tensor, conv: nn.Conv3d, depth: int) -> Tensor:
+    """:func:`conv3d_on_slices` without the C loop, as one 2D convolution.
 
     PyTorch's CPU Conv3d with a few channels takes a slow reference loop (95 ms for 4 -> 4 channels
     on 128x128x16, one thread). Here each slice goes through one Conv2d whose outputs are the kd depth
     taps' partial sums, and output slice d adds tap i of slice d + i * dilation - padding (12 + 2 ms).
     Contiguous (NCHW) slices: in channels-last the shifted adds run over 4-float rows and cost 8x more
     than the faster channels-last convolution saves.
-
-    Shapes:
-        x (B * D, Cin, H, W), slices of each volume consecutive -> (B * D, Cout, H, W)
     """
     kd, kh, kw = conv.kernel_size
     dd, dh, dw = conv.dilation
     pd, ph, pw = conv.padding
     BD, cin, H, W = x.shape
     B, D, cout = BD // depth, depth, conv.out_channels
-    if conv3d_kernel.supports(x, conv):  # direct C loop: 3-8x faster than oneDNN at 1-4 channels
-        return conv3d_kernel.conv3d_slices(x, conv, depth)
     if conv.stride != (1, 1, 1) or conv.groups != 1 or 2 * pd != dd * (kd - 1):
         vol = conv(x.view(B, D, cin, H, W).transpose(1, 2))
         return vol.transpose(1, 2).reshape(BD, cout, H, W)
@@ -263,15 +284,11 @@ class SegmentationHead3d(nn.Module):
         """:meth:`forward` at inference, on depth slices (:func:`conv3d_on_slices`): no Conv3d and no
         transposes between layers; eval-mode BatchNorm is per channel, so it runs on slices as is."""
         B, D, H, W = x.shape
-
-        def bn(norm: nn.BatchNorm3d, t: Tensor) -> Tensor:
-            return F.batch_norm(t, norm.running_mean, norm.running_var, norm.weight, norm.bias, False, 0.0, norm.eps)
-
         # (B, D, H, W) -> (B * D, 1, H, W) slices
-        x = F.relu_(conv3d_on_slices(x.reshape(B * D, 1, H, W), self.conv0, D))
+        x = conv3d_on_slices(x.reshape(B * D, 1, H, W), self.conv0, D, relu=True)
         y = None
         for conv1, bn1, conv2, bn2 in zip(self.conv1, self.bn1, self.conv2, self.bn2):
-            branch = bn(bn2, conv3d_on_slices(F.relu_(bn(bn1, conv3d_on_slices(x, conv1, D))), conv2, D))
+            branch = conv3d_on_slices(conv3d_on_slices(x, conv1, D, norm=bn1, relu=True), conv2, D, norm=bn2)
             y = branch if y is None else y.add_(branch)
         out = conv3d_on_slices(F.relu_(y.add_(x)), self.conv_classes, D)
         # (B * D, K, H, W) -> (B, K, D, H, W)
