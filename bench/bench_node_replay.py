@@ -207,7 +207,8 @@ class _CpuSampler:
 
 
 def _stage_summary(times_json: Path, sampler: _CpuSampler, node_pid: int) -> dict:
-    """p50 of each part of the processed frames (ms) and the CPU of node and evaluator meanwhile."""
+    """p50 and max of each part of the processed frames (ms), the gaps between their arrivals, and the
+    CPU of node and evaluator meanwhile."""
     if not times_json.is_file():
         return {"node_stages_ms": None, "note": f"{times_json.name} not written: the node processed no frame"}
     frames = json.loads(times_json.read_text())["frames"]
@@ -223,6 +224,9 @@ def _stage_summary(times_json: Path, sampler: _CpuSampler, node_pid: int) -> dic
     cores, span = sampler.cores_between(frames[0]["arrived"], frames[-1]["end"])
     return {
         "node_stages_ms": {name: p50([1e3 * v for v in values]) for name, values in parts.items()},
+        # a stall (a frame far slower than the rest) shows here, not in the p50
+        "node_stages_max_ms": {name: round(1e3 * max(values), 1) for name, values in parts.items()},
+        "arrival_gaps_ms": [round(1e3 * (b["arrived"] - a["arrived"]), 1) for a, b in zip(frames, frames[1:])],
         "first_frame_model_ms": round(1e3 * parts["model"][0], 1),  # camera geometry when not warmed
         "model_stages_ms": {k: p50([f["model_ms"][k] for f in frames]) for k in frames[0]["model_ms"]},
         "cpu_cores_in_replay": {
