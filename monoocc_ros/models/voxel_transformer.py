@@ -334,7 +334,7 @@ class OccupancyBlock(nn.Module):
         """(Q, C) DSA positional encoding, built once per version of its weights.
 
         Expanding and concatenating the row and column embeddings writes Q * C floats (16 MB at
-        ``tiny``'s 256 x 1024 map, 1.5 ms on 2 cores) that are the same in every frame.
+        ``tiny``'s 512 x 512 map, 1.5 ms on 2 cores) that are the same in every frame.
         """
         key = tuple((p.data_ptr(), p._version, str(p.device), p.dtype) for p in self.positional_encoding.parameters())
         if self._positions_cache is None or self._positions_cache[0] != key:
