@@ -16,6 +16,7 @@ and :func:`~monoocc_ros.models.proposals.conv3d_on_slices` uses oneDNN instead).
 from __future__ import annotations
 
 import ctypes
+import math
 
 import torch
 from torch import Tensor, nn
@@ -178,10 +179,7 @@ def _supported(x: Tensor, conv: nn.Conv2d | nn.Conv3d) -> bool:
     stride 1, same size; at most 16 taps per axis and MAX_ROWS padded input rows per output row."""
     if in_graph_capture() or torch.is_autocast_enabled("cpu"):
         return False
-    taps = conv.kernel_size[:-1]
-    rows = conv.in_channels
-    for k in taps:
-        rows *= k
+    rows = conv.in_channels * math.prod(conv.kernel_size[:-1])  # padded input rows of one output row
     return (x.device.type == "cpu" and x.dtype == torch.float32 and conv.weight.dtype == torch.float32
             and conv.in_channels <= MAX_IN_CHANNELS and conv.out_channels <= MAX_CHANNELS and conv.groups == 1
             and all(s == 1 for s in conv.stride) and x.shape[-1] <= MAX_WIDTH and max(conv.kernel_size) <= MAX_TAPS

@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from monoocc_ros.grid import KITTI_GRID, KITTI_GRID_HALF, VoxelGrid
 from monoocc_ros.models import conv3d_kernel
 from monoocc_ros.models.config import ProposalConfig
+from monoocc_ros.models.trunk import fold_into_conv, norm_affine
 
 __all__ = ["QueryFiles", "conv3d_as_conv2d", "conv3d_on_slices", "depth_bin_edges", "DepthHead", "depth_lift_index", "lift_depth_to_occupancy", "QueryProposalNet", "SegmentationHead3d", "MonocularProposals", "read_query_file"]
 
@@ -179,14 +180,6 @@ def _conv_relu(cin: int, cout: int, pool: bool) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-def _fold_norm(conv: nn.Conv3d, norm: nn.BatchNorm3d) -> tuple[Tensor, Tensor]:
-    """(weight, bias) of ``conv`` followed by the eval-mode ``norm``, as one convolution."""
-    scale = norm.weight * (norm.running_var + norm.eps).rsqrt()
-    shift = norm.bias - norm.running_mean * scale
-    bias = shift if conv.bias is None else conv.bias * scale + shift
-    return conv.weight * scale[:, None, None, None, None], bias
-
-
 def conv3d_on_slices(x: Tensor, conv: nn.Conv3d, depth: int, *, norm: nn.BatchNorm3d | None = None,
                      relu: bool = False) -> Tensor:
     """``conv`` (stride 1, same size), then the eval-mode ``norm`` and ReLU when given, on a volume
@@ -197,7 +190,7 @@ def conv3d_on_slices(x: Tensor, conv: nn.Conv3d, depth: int, *, norm: nn.BatchNo
         x (B * D, Cin, H, W), slices of each volume consecutive -> (B * D, Cout, H, W)
     """
     if conv3d_kernel.supports(x, conv):  # direct C loop: 3-8x faster than oneDNN at 1-4 channels
-        folded = _fold_norm(conv, norm) if norm is not None else None
+        folded = fold_into_conv(conv, *norm_affine(norm)) if norm is not None else None
         return conv3d_kernel.conv3d_slices(x, conv, depth, relu=relu, folded=folded)
     out = _conv3d_on_slices_onednn(x, conv, depth)
     if norm is not None:
@@ -335,8 +328,8 @@ class QueryProposalNet(nn.Module):
 
     @staticmethod
     def _conv(conv: nn.Conv2d, x: Tensor, relu: bool = False) -> Tensor:
-        """``conv`` (then ReLU); at inference the direct C loop when it can run it (2-4x faster than
-        oneDNN at these 4-32 channels, with the ReLU applied as it stores)."""
+        """``conv`` (then ReLU); at inference the direct C loop when it can run it (oneDNN runs these
+        4-32 channel convolutions well below this CPU's rate; the loop applies the ReLU as it stores)."""
         if not torch.is_grad_enabled() and conv3d_kernel.supports_2d(x, conv):
             return conv3d_kernel.conv2d(x, conv, relu)
         y = conv(x)

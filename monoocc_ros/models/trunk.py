@@ -25,6 +25,8 @@ from monoocc_ros.native import in_graph_capture
 
 __all__ = [
     "FrozenBatchNorm2d",
+    "fold_into_conv",
+    "norm_affine",
     "Bottleneck",
     "ResNet",
     "build_trunk",
@@ -32,6 +34,19 @@ __all__ = [
     "load_torchvision_state_dict",
     "RESNET_BLOCKS",
 ]
+
+
+def norm_affine(norm: nn.Module) -> tuple[Tensor, Tensor]:
+    """(scale, shift) of an eval-mode batch norm (``weight``, ``bias``, ``running_mean``,
+    ``running_var``, ``eps``): norm(y) = y * scale + shift per channel."""
+    scale = norm.weight * (norm.running_var + norm.eps).rsqrt()
+    return scale, norm.bias - norm.running_mean * scale
+
+
+def fold_into_conv(conv: nn.Conv2d | nn.Conv3d, scale: Tensor, shift: Tensor) -> tuple[Tensor, Tensor]:
+    """(weight, bias) of ``conv`` followed by ``y * scale + shift`` per output channel, as one convolution."""
+    bias = shift if conv.bias is None else conv.bias * scale + shift
+    return conv.weight * scale.view(-1, *[1] * (conv.weight.dim() - 1)), bias
 
 
 class FrozenBatchNorm2d(nn.Module):
@@ -56,12 +71,8 @@ class FrozenBatchNorm2d(nn.Module):
         )
 
     def forward(self, x: Tensor) -> Tensor:
-        scale, shift = self._affine()
+        scale, shift = norm_affine(self)
         return x * scale[None, :, None, None] + shift[None, :, None, None]
-
-    def _affine(self) -> tuple[Tensor, Tensor]:
-        scale = self.weight * (self.running_var + self.eps).rsqrt()
-        return scale, self.bias - self.running_mean * scale
 
     def folded_into(self, conv: nn.Conv2d) -> tuple[Tensor, Tensor]:
         """(weight, bias) of ``conv`` followed by this norm, as one convolution; cached until the
@@ -69,9 +80,8 @@ class FrozenBatchNorm2d(nn.Module):
         tensors = (conv.weight, self.weight, self.bias, self.running_mean, self.running_var)
         key = tuple((t.data_ptr(), t._version, t.dtype, str(t.device)) for t in tensors)
         if self._folded is None or self._folded[0] != key:
-            scale, shift = self._affine()
-            bias = shift if conv.bias is None else conv.bias * scale + shift
-            self._folded = (key, ((conv.weight * scale[:, None, None, None]).detach(), bias.detach()))
+            weight, bias = fold_into_conv(conv, *norm_affine(self))
+            self._folded = (key, (weight.detach(), bias.detach()))
         return self._folded[1]
 
     def extra_repr(self) -> str:
