@@ -1,10 +1,5 @@
-"""Fused CPU kernels for inference: deformable sampling and the occupancy head.
-
-Deformable sampling: bilinear taps, attention weights and the sum over points in one loop.
-``grid_sample`` gathers every channel of every corner separately and writes a (heads, Dh, points, queries)
-tensor that is then weighted and summed; for the DSA's 8.4 million sampling points of the tiny model that
-is most of a frame. This kernel walks the queries once, reads each corner's Dh channels as one contiguous
-row of the (S, heads * Dh) value rows and accumulates ``weight * bilinear * value`` in registers.
+"""Fused CPU kernel for inference: the occupancy head (the attention layers' kernels are in
+:mod:`~monoocc_ros.models.fused_layers`).
 
 Occupancy head: trilinear x2 upsampling, LayerNorm, the classifier and the argmax (and confidence) per
 output voxel in one pass, writing only the uint8 labels, where the tensor version writes and re-reads the
@@ -14,13 +9,11 @@ working from, while they are in cache) and the kernel interpolates those K proje
 channels (for the LayerNorm's statistics) instead of computing a K x C product for each of the 8x as
 many output voxels.
 
-Both are a hundred lines of C, compiled on first use with the system C compiler (``cc -O3 -march=native
+A few hundred lines of C, compiled on first use with the system C compiler (``cc -O3 -march=native
 -fopenmp``) into a per-user cache and loaded with ctypes; ctypes releases the GIL during the call. Where
-no compiler is available :func:`load` returns None and callers use ``grid_sample`` (same numbers).
+no compiler is available :func:`load` returns None and callers use the tensor head (same numbers).
 
-Sampling semantics are ``grid_sample(mode="bilinear", padding_mode="zeros", align_corners=False)`` with
-locations in pixel units, ``px = loc_x * W - 0.5`` (the centre of pixel i is at i); the head is
-``F.interpolate(trilinear, align_corners=True)`` then ``LayerNorm`` and ``Linear`` as in
+The head is ``F.interpolate(trilinear, align_corners=True)`` then ``LayerNorm`` and ``Linear`` as in
 :class:`~monoocc_ros.models.heads.OccupancyHead`.
 """
 
@@ -33,7 +26,7 @@ from torch import Tensor
 
 from monoocc_ros.native import NativeLibrary, in_graph_capture
 
-__all__ = ["load", "usable", "deform_sample", "occupancy_head", "kernel_status", "checked"]
+__all__ = ["load", "usable", "occupancy_head", "kernel_status", "checked"]
 
 _SOURCE = r"""
 #include <math.h>
@@ -42,55 +35,6 @@ _SOURCE = r"""
 #ifdef __AVX512F__
 #include <immintrin.h>
 #endif
-
-/* value: (S, N*D) rows, S = H*W row-major; loc: (N, P, 2, m) pixel coordinates (x, y);
-   weight: (N, P, m); out: (m, N*D) rows. Queries [q0, q1). */
-#define BODY(DD)                                                                          \
-  for (int64_t q = q0; q < q1; ++q) {                                                     \
-    for (int64_t n = 0; n < N; ++n) {                                                     \
-      float acc[DD];                                                                      \
-      for (int d = 0; d < DD; ++d) acc[d] = 0.f;                                          \
-      for (int64_t p = 0; p < P; ++p) {                                                   \
-        const float* l = loc + ((n * P + p) * 2) * m;                                     \
-        const float x = l[q], y = l[m + q];                                               \
-        const float w = weight[(n * P + p) * m + q];                                      \
-        const float xf = floorf(x), yf = floorf(y);                                       \
-        const int64_t x0 = (int64_t)xf, y0 = (int64_t)yf;                                 \
-        const float fx = x - xf, fy = y - yf;                                             \
-        const float cw[4] = {(1.f - fx) * (1.f - fy), fx * (1.f - fy), (1.f - fx) * fy, fx * fy}; \
-        for (int c = 0; c < 4; ++c) {                                                     \
-          const int64_t xc = x0 + (c & 1), yc = y0 + (c >> 1);                            \
-          if (xc < 0 || xc >= W || yc < 0 || yc >= H) continue;                           \
-          const float wc = w * cw[c];                                                     \
-          const float* v = value + (yc * W + xc) * ND + n * DD;                           \
-          for (int d = 0; d < DD; ++d) acc[d] += wc * v[d];                               \
-        }                                                                                 \
-      }                                                                                   \
-      float* o = out + q * ND + n * DD;                                                   \
-      for (int d = 0; d < DD; ++d) o[d] = acc[d];                                         \
-    }                                                                                     \
-  }
-
-static void run(const float* value, const float* loc, const float* weight, float* out,
-                int64_t N, int64_t H, int64_t W, int64_t D, int64_t P, int64_t m, int64_t q0, int64_t q1) {
-  const int64_t ND = N * D;
-  if (D == 8) { BODY(8) }
-  else if (D == 16) { BODY(16) }
-  else if (D == 32) { BODY(32) }
-  else if (D == 64) { BODY(64) }
-  else { BODY(D) }
-}
-
-void deform_sample(const float* value, const float* loc, const float* weight, float* out,
-                   int64_t N, int64_t H, int64_t W, int64_t D, int64_t P, int64_t m, int threads) {
-  const int64_t block = 256;
-  const int64_t blocks = (m + block - 1) / block;
-  #pragma omp parallel for schedule(static) num_threads(threads)
-  for (int64_t b = 0; b < blocks; ++b) {
-    const int64_t q1 = (b + 1) * block < m ? (b + 1) * block : m;
-    run(value, loc, weight, out, N, H, W, D, P, m, b * block, q1);
-  }
-}
 
 /* Source index of output o for x2 upsampling with align_corners=True. */
 static void axis(int64_t n, int64_t o, int64_t* lo, int64_t* hi, float* w) {
@@ -319,8 +263,6 @@ void occupancy_head(const float* rows, const float* W, const float* wsum, const 
 _FLAGS = ["-O3", "-march=native", "-mprefer-vector-width=512", "-fopenmp", "-fPIC", "-shared", "-fno-math-errno"]
 def _declare(lib: ctypes.CDLL) -> None:
     i64 = ctypes.c_int64
-    lib.deform_sample.argtypes = [ctypes.c_void_p] * 4 + [i64] * 6 + [ctypes.c_int]
-    lib.deform_sample.restype = None
     lib.occupancy_head.argtypes = [ctypes.c_void_p] * 6 + [i64] * 5 + [ctypes.c_float, ctypes.c_int]
     lib.occupancy_head.restype = None
 
@@ -355,37 +297,6 @@ def checked(name: str, t: Tensor, shape: tuple[int, ...], dtype: torch.dtype = t
 def kernel_status() -> str:
     """One line saying whether the fused kernels or PyTorch operators run."""
     return _LIBRARY.status()
-
-
-def deform_sample(value_rows: Tensor, map_hw: tuple[int, int], loc_px: Tensor, weights: Tensor) -> Tensor:
-    """Weighted bilinear samples, summed over points.
-
-    Args:
-        value_rows: (S, N * Dh) float32 value rows of an (H, W) map, head-major channels.
-        map_hw: (H, W).
-        loc_px: (N, P, 2, m) float32 sampling locations in pixels (x, y), pixel i centred at i.
-        weights: (N, P, m) float32 attention weights.
-
-    Returns:
-        (m, N * Dh) float32.
-    """
-    lib = load()
-    if lib is None:
-        raise RuntimeError(kernel_status())
-    N, P, _, m = loc_px.shape
-    H, W = map_hw
-    C = value_rows.shape[1]
-    if C % N:
-        raise ValueError(f"deform_sample: {C} value channels do not split into {N} heads")
-    value_rows = checked("value_rows", value_rows.contiguous(), (H * W, C))
-    loc_px = checked("loc_px", loc_px.contiguous(), (N, P, 2, m))
-    weights = checked("weights", weights.contiguous(), (N, P, m))
-    out = torch.empty(m, C, dtype=torch.float32)
-    lib.deform_sample(
-        value_rows.data_ptr(), loc_px.data_ptr(), weights.data_ptr(), out.data_ptr(),
-        N, H, W, C // N, P, m, torch.get_num_threads(),
-    )
-    return out
 
 
 def occupancy_head(rows: Tensor, grid_size: tuple[int, int, int], weight: Tensor, bias: Tensor, eps: float,

@@ -34,7 +34,7 @@ from torch import Tensor, nn
 from monoocc_ros.models.cpu_kernels import checked
 from monoocc_ros.native import NativeLibrary, in_graph_capture
 
-__all__ = ["MAX_DIM", "supports", "fused_layer"]
+__all__ = ["MAX_DIM", "supports", "fused_layer", "attend_usable", "deform_attend"]
 
 # Stack buffers per query are sized for these; wider models keep the operator chain (where the
 # matmuls are big enough for MKL to be the faster path anyway).
@@ -99,15 +99,92 @@ typedef struct {
   float eps1, eps2;
 } Layer;
 
+/* A bf16 value (the upper half of a float32) as float32. */
+static inline float bf16_to_float(uint16_t b) {
+  union { uint32_t i; float f; } u = {.i = (uint32_t)b << 16};
+  return u.f;
+}
+
+/* The attention of one query from its projection row: softmax of each group's P logits (divided by
+   G), the four bilinear corners of every point (zero outside the map) and the weighted sum of the
+   corners' value rows into s (C floats). proj: (N, G, P, 2) offsets in pixels, then (N, G, P) logits;
+   (rx, ry) the reference point in pixels. value: (H * W, C) rows, float32, or bf16 when `bf16`
+   (then s = sum w * v over rows rounded to bf16, accumulated in float32). */
+static inline __attribute__((always_inline)) void attend(const float* proj, float rx, float ry, const void* value,
+    const int bf16, const int64_t H, const int64_t W, const int64_t C, const int64_t N, const int64_t G,
+    const int64_t P, float* s) {
+  const int64_t D = C / N, GP = G * P, NGP = N * GP;
+  const float* off = proj;           /* (N, G, P, 2) */
+  const float* logit = proj + 2 * NGP;  /* (N, G, P) */
+  float wt[MAX_PROJ / 3], mx[MAX_PROJ / 3], cw[4][MAX_PROJ / 3];
+  int32_t ci[4][MAX_PROJ / 3];
+  for (int64_t k = 0; k < NGP; k += P) {
+    float m = logit[k];
+    for (int64_t p = 1; p < P; ++p) m = logit[k + p] > m ? logit[k + p] : m;
+    for (int64_t p = 0; p < P; ++p) mx[k + p] = m;
+  }
+  #pragma omp simd
+  for (int64_t k = 0; k < NGP; ++k) wt[k] = exp_neg(logit[k] - mx[k]);
+  const float inv_g = 1.f / (float)G;
+  for (int64_t k = 0; k < NGP; k += P) {
+    float total = 0.f;
+    for (int64_t p = 0; p < P; ++p) total += wt[k + p];
+    const float scale = inv_g / total;
+    for (int64_t p = 0; p < P; ++p) wt[k + p] *= scale;
+  }
+  const float fw = (float)W, fh = (float)H;
+  #pragma omp simd
+  for (int64_t k = 0; k < NGP; ++k) {
+    const float px = rx + off[2 * k], py = ry + off[2 * k + 1];
+    const float xf = floorf(px), yf = floorf(py);
+    const float fx = px - xf, fy = py - yf;
+    /* validity in float: a point far outside the map must not overflow an integer */
+    const float vx0 = (xf >= 0.f) & (xf < fw), vx1 = (xf >= -1.f) & (xf < fw - 1.f);
+    const float vy0 = (yf >= 0.f) & (yf < fh), vy1 = (yf >= -1.f) & (yf < fh - 1.f);
+    const float xc = xf < -1.f ? -1.f : (xf > fw ? fw : xf), yc = yf < -1.f ? -1.f : (yf > fh ? fh : yf);
+    const int32_t base = ((int32_t)yc * (int32_t)W + (int32_t)xc) * (int32_t)C;
+    const float w = wt[k];
+    /* an outside corner reads row 0 with weight 0 */
+    cw[0][k] = w * (1.f - fx) * (1.f - fy) * (vx0 * vy0);
+    cw[1][k] = w * fx * (1.f - fy) * (vx1 * vy0);
+    cw[2][k] = w * (1.f - fx) * fy * (vx0 * vy1);
+    cw[3][k] = w * fx * fy * (vx1 * vy1);
+    ci[0][k] = vx0 * vy0 > 0.f ? base : 0;
+    ci[1][k] = vx1 * vy0 > 0.f ? base + (int32_t)C : 0;
+    ci[2][k] = vx0 * vy1 > 0.f ? base + (int32_t)(W * C) : 0;
+    ci[3][k] = vx1 * vy1 > 0.f ? base + (int32_t)(W * C + C) : 0;
+  }
+  for (int64_t n = 0; n < N; ++n) {
+    /* two accumulators (corners 0-1 and 2-3): half the FMA latency chain */
+    float acc[2][64];
+    for (int64_t d = 0; d < D; ++d) { acc[0][d] = 0.f; acc[1][d] = 0.f; }
+    for (int64_t j = 0; j < GP; ++j) {
+      const int64_t k = n * GP + j;
+      for (int c = 0; c < 4; ++c) {
+        const float wc = cw[c][k];
+        float* a = acc[c >> 1];
+        if (bf16) {
+          const uint16_t* v = (const uint16_t*)value + n * D + ci[c][k];
+          #pragma omp simd
+          for (int64_t d = 0; d < D; ++d) a[d] += wc * bf16_to_float(v[d]);
+        } else {
+          const float* v = (const float*)value + n * D + ci[c][k];
+          #pragma omp simd
+          for (int64_t d = 0; d < D; ++d) a[d] += wc * v[d];
+        }
+      }
+    }
+    for (int64_t d = 0; d < D; ++d) s[n * D + d] = acc[0][d] + acc[1][d];
+  }
+}
+
 /* One query through the whole layer. Called with literal sizes for the common configurations
    (always_inline: every loop bound is then a constant) and with the runtime ones otherwise. */
 static inline __attribute__((always_inline)) void query(const Layer* L, int64_t q, const int64_t C,
     const int64_t N, const int64_t G, const int64_t P, const int64_t F, const int dsa) {
-  const int64_t D = C / N, GP = G * P, NGP = N * GP, H = L->H, W = L->W;
+  const int64_t NGP = N * G * P;
   const int64_t Din = dsa ? 2 * C : C, O = 3 * NGP;
   float qin[2 * MAX_DIM], proj[MAX_PROJ], s[MAX_DIM], r[MAX_DIM], h[MAX_FFN];
-  float cw[4][MAX_PROJ / 3];
-  int32_t ci[4][MAX_PROJ / 3];
   const float* x = L->x + q * C;
   for (int64_t c = 0; c < C; ++c) qin[c] = x[c];
   if (dsa) {
@@ -117,62 +194,7 @@ static inline __attribute__((always_inline)) void query(const Layer* L, int64_t 
   for (int64_t c = 0; c < C; ++c) s[c] = 0.f;
   if (!L->visible || L->visible[q]) {
     matvec(qin, Din, L->wp, L->bp, O, proj);
-    const float* off = proj;        /* (N, G, P, 2) */
-    float* wt = proj + 2 * NGP;     /* (N, G, P) logits -> weights in place */
-    float mx[MAX_PROJ / 3];
-    for (int64_t k = 0; k < NGP; k += P) {
-      float m = wt[k];
-      for (int64_t p = 1; p < P; ++p) m = wt[k + p] > m ? wt[k + p] : m;
-      for (int64_t p = 0; p < P; ++p) mx[k + p] = m;
-    }
-    #pragma omp simd
-    for (int64_t k = 0; k < NGP; ++k) wt[k] = exp_neg(wt[k] - mx[k]);
-    const float inv_g = 1.f / (float)G;
-    for (int64_t k = 0; k < NGP; k += P) {
-      float total = 0.f;
-      for (int64_t p = 0; p < P; ++p) total += wt[k + p];
-      const float scale = inv_g / total;
-      for (int64_t p = 0; p < P; ++p) wt[k + p] *= scale;
-    }
-    /* the four bilinear corners of every point: row offsets and weights, zero outside the map */
-    const float rx = L->ref[q], ry = L->ref[L->M + q];
-    const float fw = (float)W, fh = (float)H;
-    #pragma omp simd
-    for (int64_t k = 0; k < NGP; ++k) {
-      const float px = rx + off[2 * k], py = ry + off[2 * k + 1];
-      const float xf = floorf(px), yf = floorf(py);
-      const float fx = px - xf, fy = py - yf;
-      /* validity in float: a point far outside the map must not overflow an integer */
-      const float vx0 = (xf >= 0.f) & (xf < fw), vx1 = (xf >= -1.f) & (xf < fw - 1.f);
-      const float vy0 = (yf >= 0.f) & (yf < fh), vy1 = (yf >= -1.f) & (yf < fh - 1.f);
-      const float xc = xf < -1.f ? -1.f : (xf > fw ? fw : xf), yc = yf < -1.f ? -1.f : (yf > fh ? fh : yf);
-      const int32_t base = ((int32_t)yc * (int32_t)W + (int32_t)xc) * (int32_t)C;
-      const float w = wt[k];
-      /* an outside corner reads row 0 with weight 0 */
-      cw[0][k] = w * (1.f - fx) * (1.f - fy) * (vx0 * vy0);
-      cw[1][k] = w * fx * (1.f - fy) * (vx1 * vy0);
-      cw[2][k] = w * (1.f - fx) * fy * (vx0 * vy1);
-      cw[3][k] = w * fx * fy * (vx1 * vy1);
-      ci[0][k] = vx0 * vy0 > 0.f ? base : 0;
-      ci[1][k] = vx1 * vy0 > 0.f ? base + (int32_t)C : 0;
-      ci[2][k] = vx0 * vy1 > 0.f ? base + (int32_t)(W * C) : 0;
-      ci[3][k] = vx1 * vy1 > 0.f ? base + (int32_t)(W * C + C) : 0;
-    }
-    for (int64_t n = 0; n < N; ++n) {
-      float acc[64];
-      for (int64_t d = 0; d < D; ++d) acc[d] = 0.f;
-      const float* vn = L->value + n * D;
-      for (int64_t j = 0; j < GP; ++j) {
-        const int64_t k = n * GP + j;
-        for (int c = 0; c < 4; ++c) {
-          const float wc = cw[c][k];
-          const float* v = vn + ci[c][k];
-          #pragma omp simd
-          for (int64_t d = 0; d < D; ++d) acc[d] += wc * v[d];
-        }
-      }
-      for (int64_t d = 0; d < D; ++d) s[n * D + d] = acc[d];
-    }
+    attend(proj, L->ref[q], L->ref[L->M + q], L->value, 0, L->H, L->W, C, N, G, P, s);
   }
   matvec(s, C, L->wo, L->bo, C, r);
   for (int64_t c = 0; c < C; ++c) r[c] += x[c];
@@ -355,6 +377,29 @@ void deform_layer(const float* x, const float* pos, const float* ref, const uint
     }
   }
 }
+/* The attention part of a layer for m queries whose projections are already computed (wider models,
+   where the projections are GEMMs): proj (m, 3 N G P) rows, ref_x/ref_y (m) reference points in pixels,
+   value (H * W, C) rows (float32, or bf16 when `bf16`), out (m, C) the sampled rows s. */
+#define ATTEND_ROWS(...) do {                                                               \
+    for (int64_t q = q0; q < q1; ++q) attend(proj + q * O, ref_x[q], ref_y[q], value, __VA_ARGS__, out + q * C); \
+  } while (0)
+
+void deform_attend(const float* proj, const float* ref_x, const float* ref_y, const void* value, int bf16,
+                   float* out, int64_t m, int64_t C, int64_t N, int64_t G, int64_t P, int64_t H, int64_t W,
+                   int threads) {
+  const int64_t O = 3 * N * G * P, block = 256, blocks = (m + block - 1) / block;
+  #pragma omp parallel for schedule(dynamic, 4) num_threads(threads)
+  for (int64_t b = 0; b < blocks; ++b) {
+    const int64_t q0 = b * block, q1 = (b + 1) * block < m ? (b + 1) * block : m;
+    /* monoocc_s: C = 128, 8 heads, 8 points; DSA with 2 queue groups, DCA/ICA with one */
+    if (C == 128 && N == 8 && P == 8 && G == 2 && bf16) ATTEND_ROWS(1, H, W, 128, 8, 2, 8);
+    else if (C == 128 && N == 8 && P == 8 && G == 2) ATTEND_ROWS(0, H, W, 128, 8, 2, 8);
+    else if (C == 128 && N == 8 && P == 8 && G == 1 && bf16) ATTEND_ROWS(1, H, W, 128, 8, 1, 8);
+    else if (C == 128 && N == 8 && P == 8 && G == 1) ATTEND_ROWS(0, H, W, 128, 8, 1, 8);
+    else if (bf16) ATTEND_ROWS(1, H, W, C, N, G, P);
+    else ATTEND_ROWS(0, H, W, C, N, G, P);
+  }
+}
 """
 
 _FLAGS = ["-O3", "-march=native", "-mprefer-vector-width=512", "-fopenmp", "-fPIC", "-shared", "-fno-math-errno",
@@ -365,6 +410,8 @@ def _declare(lib: ctypes.CDLL) -> None:
     i64 = ctypes.c_int64
     lib.deform_layer.argtypes = [ctypes.c_void_p] * 18 + [i64] * 8 + [ctypes.c_float, ctypes.c_float, ctypes.c_int]
     lib.deform_layer.restype = None
+    lib.deform_attend.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_int, ctypes.c_void_p] + [i64] * 7 + [ctypes.c_int]
+    lib.deform_attend.restype = None
 
 
 _LIBRARY = NativeLibrary("layers", _SOURCE, _FLAGS, declare=_declare, fallback="the operator chain")
@@ -448,5 +495,47 @@ def fused_layer(layer: nn.Module, sampler: nn.Module, x: Tensor, value: Tensor, 
         ptr(g1), ptr(be1), ptr(w1), ptr(b1), ptr(w2), ptr(b2), ptr(g2), ptr(be2), ptr(out),
         M, C, F, N, groups, P, H, W,
         float(layer.norm1.eps), float(layer.norm2.eps), torch.get_num_threads(),
+    )
+    return out
+
+
+def attend_usable(value: Tensor, num_heads: int, num_points: int, groups: int) -> bool:
+    """True when :func:`deform_attend` can run: CPU value rows in float32 or bf16, at most 64 channels
+    per head and 256 points per query (its stack buffers), the library built, and not in a trace."""
+    if in_graph_capture():
+        return False
+    C = value.shape[-1]
+    return (value.device.type == "cpu" and value.dtype in (torch.float32, torch.bfloat16) and C % num_heads == 0
+            and C // num_heads <= 64 and 3 * num_heads * groups * num_points <= MAX_PROJ
+            and _LIBRARY.load() is not None)
+
+
+def deform_attend(proj: Tensor, pixel_ref: Tensor, value: Tensor, map_hw: tuple[int, int], num_heads: int,
+                  groups: int, num_points: int) -> Tensor:
+    """Softmax, bilinear sampling and the weighted sum of a deformable attention, from projections.
+
+    Args:
+        proj: (m, 3 N G P) float32 rows: the sampling offsets (N, G, P, 2) in map pixels, then the
+            attention logits (N, G, P) (``[sampling_offsets; attention_weights]`` applied to the queries).
+        pixel_ref: (2, m) reference points in map pixels (pixel i centred at i).
+        value: (H * W, C) value rows, float32 or bf16 (accumulated in float32).
+        map_hw: (H, W).
+
+    Returns:
+        (m, C) float32: each head's samples weighted by the softmax over its group's P points divided by
+        the G groups, summed over points (zeros outside the map), as ``sample_weighted``.
+    """
+    m = proj.shape[0]
+    H, W = map_hw
+    C, N, G, P = value.shape[-1], num_heads, groups, num_points
+    if C % N or C // N > 64 or 3 * N * G * P > MAX_PROJ:
+        raise ValueError(f"deform_attend: C={C}, heads={N}, points={G * P} exceed the kernel's buffers")
+    proj = checked("proj", proj.contiguous(), (m, 3 * N * G * P))
+    ref = checked("pixel_ref", pixel_ref.float().contiguous(), (2, m))
+    value = checked("value", value.contiguous(), (H * W, C), value.dtype if value.dtype == torch.bfloat16 else torch.float32)
+    out = torch.empty(m, C, dtype=torch.float32)
+    _LIBRARY.load().deform_attend(
+        proj.data_ptr(), ref.data_ptr(), ref[1].data_ptr(), value.data_ptr(), int(value.dtype == torch.bfloat16),
+        out.data_ptr(), m, C, N, G, P, H, W, torch.get_num_threads(),
     )
     return out

@@ -9,10 +9,12 @@ that no large tensor is transposed:
 - locations are kept in pixels (reference * (W, H) - 0.5 + offset, the offset projection's own unit),
   computed transposed, (heads, points, 2, m);
 - attention weights are computed transposed too, so the softmax runs over an outer axis;
-- sampling, weighting and the sum over points are one fused C loop (:mod:`cpu_kernels`) that
-  reads each corner's channels as one contiguous value row; without a C compiler, ``grid_sample``
-  reads the transposed locations as a strided grid and the (heads, Dh, points, m) samples are
-  weighted in place and summed;
+- the offsets and attention logits come from one GEMM over the chunk's queries, and the softmax,
+  bilinear corners, sampling and the sum over points are one C loop over those rows
+  (:func:`fused_layers.deform_attend`) that reads each corner's channels as one contiguous value row
+  (in bf16 when the value rows are: under bf16 autocast the GEMMs make them so); without a C compiler
+  the projections are computed transposed instead, ``grid_sample`` reads the transposed locations as
+  a strided grid and the (heads, Dh, points, m) samples are weighted in place and summed;
 - the output projection, residual, LayerNorm, FFN and LayerNorm run on the chunk's rows while they are
   in cache;
 - for narrow models (C <= 64: ``tiny``) all of the above is one C pass per query instead
@@ -28,8 +30,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from monoocc_ros.models import fused_layers
-from monoocc_ros.models.cpu_kernels import deform_sample
-from monoocc_ros.models.cpu_kernels import usable as kernels_usable
 from monoocc_ros.models.profiling import stage_timer
 
 __all__ = ["forward_inference", "cross_attention_layer", "self_attention_layer", "post_attention", "chunk_size", "sample_weighted", "pixel_reference"]
@@ -71,8 +71,6 @@ def sample_weighted(value_rows: Tensor, map_hw: tuple[int, int], loc_t: Tensor, 
     weights = logits_t.softmax(2).reshape(N, P, m)
     if groups > 1:
         weights = weights.mul_(1.0 / groups)
-    if kernels_usable(value_rows, loc_t, weights):
-        return deform_sample(value_rows, map_hw, loc_t, weights)
     # grid_sample: (H*W, N*Dh) rows -> (N, Dh, H, W); pixels -> [-1, 1]; (N, P, 2, m) read as a strided (N, P, m, 2)
     value = value_rows.t().reshape(N, -1, h, w)
     scale = loc_t.new_tensor([2.0 / w, 2.0 / h]).view(1, 1, 2, 1)
@@ -93,8 +91,21 @@ def post_attention(layer: nn.Module, x: Tensor) -> Tensor:
     x = F.layer_norm(x, x.shape[-1:], layer.norm1.weight, layer.norm1.bias, layer.norm1.eps)
     ffn = layer.ffn
     hidden = F.relu_(F.linear(x, ffn.fc1.weight, ffn.fc1.bias))
-    x = torch.addmm(x, hidden, ffn.fc2.weight.t()).add_(ffn.fc2.bias)
+    x = _residual(F.linear(hidden, ffn.fc2.weight, ffn.fc2.bias), x)
     return F.layer_norm(x, x.shape[-1:], layer.norm2.weight, layer.norm2.bias, layer.norm2.eps)
+
+
+def _residual(update: Tensor, x: Tensor) -> Tensor:
+    """``x + update`` in float32: under bf16 autocast a GEMM's output is bf16, and the sum must not
+    round the residual stream to bf16 (a no-op cast in fp32)."""
+    return update.float().add_(x)
+
+
+def _projection(sampler: nn.Module) -> tuple[Tensor, Tensor]:
+    """The sampling-offset and attention-weight projections as one (3 N G P, Din) weight and bias:
+    one GEMM gives a query's whole :func:`fused_layers.deform_attend` row."""
+    weight = torch.cat([sampler.sampling_offsets.weight, sampler.attention_weights.weight], 0)
+    return weight, torch.cat([sampler.sampling_offsets.bias, sampler.attention_weights.bias], 0)
 
 
 def _value_rows(layer: nn.Module, x: Tensor) -> Tensor:
@@ -129,10 +140,19 @@ def self_attention_layer(layer: nn.Module, x: Tensor, pos: Tensor, pixel_ref: Te
         value = _value_rows(layer, x)
     if fused_layers.supports(x, P, layer.ffn.fc1.out_features, nq, N):
         return fused_layers.fused_layer(layer, attn, x, value, map_hw, pixel_ref, pos=pos, groups=nq)
-    g_weight, g_bias = attn.sampling_offsets.weight, attn.sampling_offsets.bias[:, None]
-    a_weight, a_bias = attn.attention_weights.weight, attn.attention_weights.bias[:, None]
     out = torch.empty_like(x)
     step = chunk_size(_floats_per_query(C, N * nq * P, layer.ffn.fc1.out_features))
+    if fused_layers.attend_usable(value, N, P, nq):
+        proj_w, proj_b = _projection(attn)
+        for s in range(0, Q, step):
+            xc = x[s : s + step]
+            proj = F.linear(torch.cat([xc, xc + pos[s : s + step]], 1), proj_w, proj_b).float()
+            sampled = fused_layers.deform_attend(proj, pixel_ref[:, s : s + step], value, map_hw, N, nq, P)
+            rows = _residual(F.linear(sampled, attn.output_proj.weight, attn.output_proj.bias), xc)
+            out[s : s + step] = post_attention(layer, rows)
+        return out
+    g_weight, g_bias = attn.sampling_offsets.weight, attn.sampling_offsets.bias[:, None]
+    a_weight, a_bias = attn.attention_weights.weight, attn.attention_weights.bias[:, None]
     for s in range(0, Q, step):
         e = min(s + step, Q)
         xc = x[s:e]
@@ -146,7 +166,7 @@ def self_attention_layer(layer: nn.Module, x: Tensor, pos: Tensor, pixel_ref: Te
         loc_t.add_(pixel_ref[None, None, :, s:e])
         logits_t = torch.addmm(a_bias, a_weight, q.t()).float().view(N, nq, P, m)
         sampled = sample_weighted(value, map_hw, loc_t, logits_t, groups=nq)
-        rows = torch.addmm(xc, sampled.to(xc.dtype), attn.output_proj.weight.t()).add_(attn.output_proj.bias)
+        rows = _residual(F.linear(sampled.to(xc.dtype), attn.output_proj.weight, attn.output_proj.bias), xc)
         out[s:e] = post_attention(layer, rows)
     return out
 
@@ -178,14 +198,21 @@ def cross_attention_layer(
     if fused_layers.supports(x, P, layer.ffn.fc1.out_features, 1, N):
         visible = torch.zeros(M, dtype=torch.bool, device=x.device).index_fill_(0, visible_idx, True)
         return fused_layers.fused_layer(layer, sampler, x, value, feature_hw, pixel_ref, visible=visible)
-    g_weight, g_bias = sampler.sampling_offsets.weight, sampler.sampling_offsets.bias[:, None]
-    a_weight, a_bias = sampler.attention_weights.weight, sampler.attention_weights.bias[:, None]
     rows = x + attn.output_proj.bias
     step = chunk_size(_floats_per_query(C, N * P, layer.ffn.fc1.out_features))
+    fast = fused_layers.attend_usable(value, N, P, 1)
+    proj_w, proj_b = _projection(sampler)
+    g_weight, g_bias = sampler.sampling_offsets.weight, sampler.sampling_offsets.bias[:, None]
+    a_weight, a_bias = sampler.attention_weights.weight, sampler.attention_weights.bias[:, None]
     for s in range(0, visible_idx.numel(), step):
         idx = visible_idx[s : s + step]
         m = idx.numel()
-        q = x[idx]
+        q = x.index_select(0, idx)
+        if fast:
+            proj = F.linear(q, proj_w, proj_b).float()
+            sampled = fused_layers.deform_attend(proj, pixel_ref.index_select(1, idx), value, feature_hw, N, 1, P)
+            rows.index_add_(0, idx, F.linear(sampled, attn.output_proj.weight).to(rows.dtype))
+            continue
         loc_t = torch.addmm(g_bias, g_weight, q.t()).float().view(N, P, 2, m)
         loc_t.add_(pixel_ref[:, idx][None, None])
         logits_t = torch.addmm(a_bias, a_weight, q.t()).float().view(N, 1, P, m)

@@ -66,23 +66,116 @@ def test_pytorch_fallback_gives_the_same_labels(small_frame, reference_path, mon
     assert float((fallback.labels == reference.labels).mean()) >= 0.9995
 
 
-@pytest.mark.parametrize("dh", [8, 16, 12])
-def test_fused_sampling_equals_grid_sample(dh):
+@pytest.mark.parametrize("dh,groups,value_dtype", [(8, 1, torch.float32), (16, 2, torch.float32), (12, 1, torch.float32),
+                                                   (16, 2, torch.bfloat16), (16, 1, torch.bfloat16)])
+def test_deform_attend_equals_training_sampling(dh, groups, value_dtype):
+    """The C attention from projection rows (fused_layers.deform_attend: grouped softmax, bilinear
+    corners with zero padding, weighted sum; value rows in float32 or bf16) equals the training
+    path's deformable_attention. (8, 2 heads, 8 points) at C = 128 is monoocc_s's specialised case."""
+    from monoocc_ros.models import fused_layers
     from monoocc_ros.models.deform_attn import deformable_attention
 
-    if cpu_kernels.load() is None:
-        pytest.skip(cpu_kernels.kernel_status())  # the fallback is what runs then; covered above
+    if fused_layers._LIBRARY.load() is None:
+        pytest.skip(fused_layers._LIBRARY.status())  # the operator chain runs then; covered above
     torch.manual_seed(0)
-    N, P, m, h, w = 3, 5, 700, 13, 41
-    value = torch.randn(1, h * w, N, dh)
-    # locations in [-0.2, 1.2]: some corners and some whole points fall outside the map
-    loc = torch.rand(1, m, N, 1, P, 2) * 1.4 - 0.2
-    weights = torch.rand(1, m, N, 1, P).softmax(-1)
-    expected = deformable_attention(value, [(h, w)], loc, weights)[0]
-    # (1, m, N, 1, P, 2) -> (N, P, 2, m) in pixels
-    loc_px = (loc[0, :, :, 0] * torch.tensor([w, h]) - 0.5).permute(1, 2, 3, 0).contiguous()
-    got = cpu_kernels.deform_sample(value[0].reshape(h * w, N * dh), (h, w), loc_px, weights[0, :, :, 0].permute(1, 2, 0))
+    N, P, m, h, w = (8, 8, 700, 13, 41) if dh == 16 else (3, 5, 700, 13, 41)
+    G = groups
+    value = torch.randn(h * w, N * dh).to(value_dtype)
+    ref_px = torch.stack([torch.rand(m) * (w + 2) - 1, torch.rand(m) * (h + 2) - 1])
+    # offsets of a few pixels: some corners and some whole points fall outside the map
+    offsets, logits = torch.randn(m, N, G * P, 2) * 3, torch.randn(m, N, G, P)
+    proj = torch.cat([offsets.reshape(m, -1), logits.reshape(m, -1)], 1)
+    got = fused_layers.deform_attend(proj, ref_px, value, (h, w), N, G, P)
+    # the training path: locations in [0, 1] (pixel i centred at i), the softmax within each group
+    loc = (ref_px.t()[:, None, None] + offsets + 0.5) / torch.tensor([w, h])
+    weights = (logits.softmax(-1) / G).reshape(m, N, G * P)
+    expected = deformable_attention(value.float().reshape(1, h * w, N, dh), [(h, w)], loc[None, :, :, None],
+                                    weights[None, :, :, None])[0]
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+
+
+def _wide_block(width: int, heads: int):
+    """An occupancy block wider than the one-pass C layer takes (C > fused_layers.MAX_DIM): its layers
+    run as GEMMs around fused_layers.deform_attend."""
+    import dataclasses
+
+    from monoocc_ros.models.config import get_model_config
+    from monoocc_ros.models.voxel_transformer import OccupancyBlock
+
+    voxel = dataclasses.replace(get_model_config("tiny").voxel, embed_dim=width, num_heads=heads, num_points=8,
+                                ffn_dim=2 * width)
+    torch.manual_seed(5)
+    block = OccupancyBlock(voxel).eval()
+    with torch.no_grad():
+        for key, p in block.named_parameters():
+            if "sampling_offsets.weight" in key or "attention_weights.weight" in key:
+                p.normal_(0, 0.5)
+            if "norm" in key:
+                p.normal_(1 if key.endswith("weight") else 0, 0.3)
+    return block
+
+
+def _run_wide_layer(block, kind: str):
+    from monoocc_ros.models.voxel_inference import cross_attention_layer, pixel_reference, self_attention_layer
+    from monoocc_ros.models.voxel_transformer import dsa_reference_points
+
+    torch.manual_seed(1)
+    C = block.dsa[0].attn.value_proj.in_features
+    if kind == "dsa":
+        hw = (24, 40)
+        x, pos = torch.randn(hw[0] * hw[1], C), torch.randn(hw[0] * hw[1], C)
+        return lambda: self_attention_layer(block.dsa[0], x, pos, pixel_reference(dsa_reference_points(hw), hw), hw)
+    hw = (7, 23)
+    x, reference = torch.randn(3000, C), torch.rand(3000, 2) * 1.3 - 0.15
+    visible = ((reference > 0) & (reference < 1)).all(1).nonzero(as_tuple=True)[0]
+    value_map = torch.randn(C, hw[0] * hw[1])
+    return lambda: cross_attention_layer(block.ica[0], x, value_map, pixel_reference(reference, hw), visible, hw)
+
+
+@pytest.mark.parametrize("kind", ["dsa", "ica"])
+@pytest.mark.parametrize("width,heads", [(128, 8), (96, 4)])
+def test_wide_layer_equals_operator_chain(kind, width, heads, monkeypatch):
+    """A layer of a wide model (monoocc_s's C = 128, 8 heads; and C = 96 with 24 channels per head,
+    the kernel's generic case) through projection GEMMs and deform_attend gives the operator chain's
+    rows (transposed projections, softmax, grid_sample)."""
+    from monoocc_ros.models import fused_layers
+
+    if fused_layers._LIBRARY.load() is None:
+        pytest.skip(fused_layers._LIBRARY.status())
+    block = _wide_block(width, heads)
+    run = _run_wide_layer(block, kind)
+    original, calls = fused_layers.deform_attend, []
+    monkeypatch.setattr(fused_layers, "deform_attend", lambda *a: calls.append(a[2].dtype) or original(*a))
+    with torch.no_grad():
+        fast = run()
+        assert calls and set(calls) == {torch.float32}
+        monkeypatch.setitem(fused_layers._state, "lib", None)
+        chain = run()
+    torch.testing.assert_close(fast, chain, atol=2e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("kind", ["dsa", "ica"])
+def test_wide_layer_in_bf16_reads_bf16_value_rows(kind, monkeypatch):
+    """Under bf16 autocast (precision "bf16" on CPU) a wide layer's GEMMs run in bf16 and the kernel
+    reads their bf16 value rows directly; the layer returns float32 rows close to the fp32 layer's
+    (after LayerNorm, so the errors are relative to unit-scale rows)."""
+    from monoocc_ros.models import fused_layers
+
+    if fused_layers._LIBRARY.load() is None:
+        pytest.skip(fused_layers._LIBRARY.status())
+    block = _wide_block(128, 8)
+    run = _run_wide_layer(block, kind)
+    original, calls = fused_layers.deform_attend, []
+    monkeypatch.setattr(fused_layers, "deform_attend", lambda *a: calls.append(a[2].dtype) or original(*a))
+    with torch.no_grad():
+        fp32 = run()
+        calls.clear()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            bf16 = run()
+    assert calls and set(calls) == {torch.bfloat16}
+    assert bf16.dtype == torch.float32
+    err = (bf16 - fp32).abs()
+    assert float(err.mean()) < 0.02 and float(err.max()) < 0.5
 
 
 @pytest.mark.parametrize("kernel", ["c", "onednn"])
@@ -398,12 +491,12 @@ def test_kernel_wrappers_refuse_what_c_cannot_read():
         cpu_kernels.checked("rows", torch.zeros(4, 6).t(), (6, 4))
     with pytest.raises(ValueError, match="shape"):
         cpu_kernels.checked("rows", torch.zeros(6, 5), (6, 4))
-    if cpu_kernels.load() is not None:
-        with pytest.raises(ValueError, match="value_rows.*bfloat16"):
-            cpu_kernels.deform_sample(torch.zeros(6, 4, dtype=bf16), (2, 3), torch.zeros(2, 1, 2, 5), torch.zeros(2, 1, 5))
-        with pytest.raises(ValueError, match="weights"):
-            cpu_kernels.deform_sample(torch.zeros(6, 4), (2, 3), torch.zeros(2, 1, 2, 5), torch.zeros(2, 1, 4))
     if fused_layers._LIBRARY.load() is not None:
+        with pytest.raises(ValueError, match="value.*float16"):
+            fused_layers.deform_attend(torch.zeros(5, 6), torch.zeros(2, 5), torch.zeros(6, 4, dtype=torch.float16),
+                                       (2, 3), 1, 1, 2)
+        with pytest.raises(ValueError, match="proj"):
+            fused_layers.deform_attend(torch.zeros(5, 5), torch.zeros(2, 5), torch.zeros(6, 4), (2, 3), 1, 1, 2)
         block = _layers()
         x = torch.randn(50, 16)
         value = torch.randn(7 * 23, 16)
