@@ -10,6 +10,13 @@ does not count (``counts: false``).
 Usage:
     python bench/bench_backends.py --checkpoint demo_out/student/last.pt \\
         --sequence demo_out/kitti/sequences/08 --frames 20 --repeats 2 --out backends.json
+    python bench/bench_backends.py --config monoocc_s --runs eager:fp32 eager:bf16 \\
+        --sequence /work/shared/data/semantickitti-real/sequences/08 --frames 10
+
+``--config NAME`` instead of a checkpoint measures a randomly initialised model (seed 0), for sizes
+that have no trained checkpoint here (``monoocc_s``); its checkpoint is written to a temporary folder
+(so backends that cache artefacts beside it work) and the JSON says ``"weights": "random"``. Random
+weights have small decision margins, so their agreement is a harsher test than a trained model's.
 
 Prints one JSON: per backend ``total_ms`` (p50, p90), ``agreement`` (min, mean over frames),
 ``counts``, ``export_s``.
@@ -21,6 +28,7 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -55,7 +63,9 @@ def _frames(sequence: Path, count: int, image_hw: tuple[int, int] | None):
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--checkpoint", type=Path, required=True)
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", type=Path)
+    source.add_argument("--config", help="a model config name: random weights (seed 0) instead of a checkpoint")
     parser.add_argument("--sequence", type=Path, required=True, help="KITTI-layout sequence folder (image_2/, calib.txt)")
     parser.add_argument("--frames", type=int, default=20)
     parser.add_argument("--image-hw", default=None, help="HxW to resize to (default: the images' own size)")
@@ -76,6 +86,15 @@ def main(argv: list[str] | None = None) -> int:
     image_hw = tuple(int(v) for v in args.image_hw.lower().split("x")) if args.image_hw else None
     frames = _frames(args.sequence, args.frames, image_hw)
     hw = tuple(frames[0][0].shape[:2])
+    if args.config:
+        from monoocc_ros.models.checkpoint import make_payload, save_checkpoint
+        from monoocc_ros.models.config import get_model_config
+        from monoocc_ros.models.monoocc import MonoOccStudent
+
+        torch.manual_seed(0)
+        scratch = tempfile.TemporaryDirectory()
+        args.checkpoint = save_checkpoint(Path(scratch.name) / f"{args.config}.pt",
+                                          make_payload(MonoOccStudent(get_model_config(args.config)), args.config))
     ckpt = load_checkpoint(args.checkpoint)
     model, _ = build_model_from_checkpoint(ckpt)
     model.eval()
@@ -108,7 +127,8 @@ def main(argv: list[str] | None = None) -> int:
                     agreement[run].append(float((labels == ref).mean()))
         print(f"pass {rep + 1}/{max(2, args.repeats)} done", file=sys.stderr, flush=True)
     report = {
-        "checkpoint": str(args.checkpoint), "config_name": ckpt.get("config_name"), "image_hw": list(hw),
+        "checkpoint": None if args.config else str(args.checkpoint), "config_name": ckpt.get("config_name"),
+        "weights": "random" if args.config else "checkpoint", "image_hw": list(hw),
         "frames": len(frames), "torch_threads": torch.get_num_threads(), "load_average": list(os.getloadavg()),
         "reference": "eager:fp32",
         "runs": {}, "skipped": skipped,
