@@ -44,6 +44,9 @@ _SOURCE = r"""
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
+#ifdef __AVX512F__
+#include <immintrin.h>
+#endif
 
 #define MAX_DIM 64
 #define MAX_FFN 256
@@ -154,6 +157,28 @@ static inline __attribute__((always_inline)) void attend(const float* proj, floa
     ci[2][k] = vx0 * vy1 > 0.f ? base + (int32_t)(W * C) : 0;
     ci[3][k] = vx1 * vy1 > 0.f ? base + (int32_t)(W * C + C) : 0;
   }
+#ifdef __AVX512F__
+  if (D == 16) {  /* a head's channels are one register: explicit, so bf16 widens with one shift */
+    for (int64_t n = 0; n < N; ++n) {
+      __m512 acc[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
+      for (int64_t j = 0; j < GP; ++j) {
+        const int64_t k = n * GP + j;
+        for (int c = 0; c < 4; ++c) {
+          __m512 v;
+          if (bf16) {
+            const __m256i h = _mm256_loadu_si256((const __m256i*)((const uint16_t*)value + n * 16 + ci[c][k]));
+            v = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+          } else {
+            v = _mm512_loadu_ps((const float*)value + n * 16 + ci[c][k]);
+          }
+          acc[c >> 1] = _mm512_fmadd_ps(_mm512_set1_ps(cw[c][k]), v, acc[c >> 1]);
+        }
+      }
+      _mm512_storeu_ps(s + n * 16, _mm512_add_ps(acc[0], acc[1]));
+    }
+    return;
+  }
+#endif
   for (int64_t n = 0; n < N; ++n) {
     /* two accumulators (corners 0-1 and 2-3): half the FMA latency chain */
     float acc[2][64];
