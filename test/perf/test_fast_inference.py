@@ -203,9 +203,11 @@ def test_conv3d_as_conv2d_equals_conv3d(dilation, bias, width, cout, kernel, mon
 
 
 @pytest.mark.parametrize("with_confidence,dim,depth", [(False, 16, 6), (True, 16, 6), (False, 128, 6), (True, 16, 16),
-                                                       (False, 128, 16)])
+                                                       (False, 128, 16), (False, 16, 20), (True, 16, 20)])
 def test_fused_head_equals_tensor_head(with_confidence, dim, depth, monkeypatch):
-    """The C head equals the tensor head; depth 16 (the grid's) takes its vector path, 6 the generic one."""
+    """The C head equals the tensor head. Up to depth 16 (the grid's) the statistics take the vector
+    path, and without confidence so do the classes (in registers); depth 20 and confidence take the
+    generic loops."""
     from monoocc_ros.models.heads import OccupancyHead
 
     if cpu_kernels.load() is None:
@@ -226,6 +228,27 @@ def test_fused_head_equals_tensor_head(with_confidence, dim, depth, monkeypatch)
     assert float((logits.argmax(1).to(torch.uint8) == fused[0]).float().mean()) >= 0.9995
     if with_confidence:
         assert int((fused[1].int() - tensor[1].int()).abs().max()) <= 1
+
+
+@pytest.mark.parametrize("with_confidence,depth", [(False, 16), (False, 6), (True, 16)])
+def test_fused_head_breaks_ties_as_argmax(with_confidence, depth):
+    """Two classes with the same classifier row have equal logits everywhere; where they are the
+    maximum the C head picks the first, as argmax does."""
+    from monoocc_ros.models.heads import OccupancyHead
+
+    if cpu_kernels.load() is None:
+        pytest.skip(cpu_kernels.kernel_status())
+    torch.manual_seed(0)
+    head = OccupancyHead(16, 20, chunk_x=3).eval()
+    with torch.no_grad():
+        head.fc.weight.normal_(0, 1.0)
+        head.fc.weight[2] *= 3  # classes 2 and 5: the same (large) row, so often the tied maximum
+        head.fc.weight[5] = head.fc.weight[2]
+        head.fc.bias[5] = head.fc.bias[2]
+    x = torch.randn(10 * 12 * depth, 16).t().reshape(1, 16, 10, 12, depth)
+    labels = head.predict(x, with_confidence)[0]
+    assert float((labels == 2).float().mean()) > 0.2 and not bool((labels == 5).any())
+    assert float((labels == head(x).argmax(1).to(torch.uint8)[0]).float().mean()) >= 0.9995
 
 
 def test_camera_geometry_is_cached_per_calibration():
