@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from monoocc_ros.models import cpu_kernels
 
@@ -249,6 +250,21 @@ def test_fused_head_breaks_ties_as_argmax(with_confidence, depth):
     labels = head.predict(x, with_confidence)[0]
     assert float((labels == 2).float().mean()) > 0.2 and not bool((labels == 5).any())
     assert float((labels == head(x).argmax(1).to(torch.uint8)[0]).float().mean()) >= 0.9995
+
+
+@pytest.mark.parametrize("shape", [(1, 8, 93, 307), (2, 3, 10, 12), (1, 4, 1, 1), (1, 2, 2, 3)])
+def test_strided_maxima_pooling_equals_max_pool2d(shape):
+    """The inference pooling (pooling.py) gives max_pool2d's values for odd and even sizes, with
+    NaN and -inf inputs; the trunk and the proposal encoder use it without autograd."""
+    from monoocc_ros.models.pooling import max_pool_2x2, max_pool_3x3_s2
+
+    torch.manual_seed(0)
+    x = torch.randn(shape)
+    x.view(-1)[::7] = float("-inf")
+    x.view(-1)[3::11] = float("nan")
+    torch.testing.assert_close(max_pool_3x3_s2(x), F.max_pool2d(x, 3, 2, 1), equal_nan=True, rtol=0, atol=0)
+    if min(shape[-2:]) >= 2:
+        torch.testing.assert_close(max_pool_2x2(x), F.max_pool2d(x, 2), equal_nan=True, rtol=0, atol=0)
 
 
 def test_camera_geometry_is_cached_per_calibration():
