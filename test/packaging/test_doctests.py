@@ -37,6 +37,7 @@ RUN = [
     "monoocc_ros.models.config",
     "monoocc_ros.models.deform_attn",
     "monoocc_ros.models.fpn",
+    "monoocc_ros.models.pooling",
     "monoocc_ros.models.heads",
     "monoocc_ros.models.profiling",
     "monoocc_ros.models.state_dict",
