@@ -1,4 +1,5 @@
-"""One C pass per query for a whole deformable-attention layer of a narrow model (inference only).
+"""One C pass per query for a whole deformable-attention layer of a narrow model, and the sampling part
+of a wide model's layer (inference only).
 
 :func:`voxel_inference.self_attention_layer` and :func:`~voxel_inference.cross_attention_layer` run a
 layer as a chain of PyTorch operators on chunks of queries: offset and weight projections, softmax,
@@ -22,6 +23,13 @@ chain about 240 ms, one query at a time 125 ms, 16-query tiles 70-88 ms.
 The value map (``value_proj`` of the keys) is one GEMM over the whole map, done by the caller. Same
 parameters and maths as the training path; only the fp32 summation order differs, and the softmax
 uses a polynomial exp (Cephes expf, about 2 ulp).
+
+Wider models (``monoocc_s``: C = 128, 8 heads, 8 points) keep their projections, output projection
+and FFN as GEMMs, where MKL/oneDNN run at this CPU's matmul rate (in bf16 under autocast), and call
+:func:`deform_attend` for the part between them: from each query's projection row, the grouped
+softmax, the bilinear corners and the weighted sum of the corners' value rows (float32 or bf16).
+The per-query path of the narrow layer calls the same C function (``attend``), so there is one
+sampling loop.
 """
 
 from __future__ import annotations

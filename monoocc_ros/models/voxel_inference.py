@@ -6,15 +6,15 @@ between layouts. Here, with one frame and one view and no autograd, each layer r
 queries sized so that every intermediate stays in the CPU caches, and the layouts are chosen so
 that no large tensor is transposed:
 
-- locations are kept in pixels (reference * (W, H) - 0.5 + offset, the offset projection's own unit),
-  computed transposed, (heads, points, 2, m);
-- attention weights are computed transposed too, so the softmax runs over an outer axis;
+- locations are kept in pixels (reference * (W, H) - 0.5 + offset, the offset projection's own unit);
 - the offsets and attention logits come from one GEMM over the chunk's queries, and the softmax,
   bilinear corners, sampling and the sum over points are one C loop over those rows
   (:func:`fused_layers.deform_attend`) that reads each corner's channels as one contiguous value row
-  (in bf16 when the value rows are: under bf16 autocast the GEMMs make them so); without a C compiler
-  the projections are computed transposed instead, ``grid_sample`` reads the transposed locations as
-  a strided grid and the (heads, Dh, points, m) samples are weighted in place and summed;
+  (in bf16 when the value rows are: under bf16 autocast the GEMMs make them so);
+- without a C compiler (the fallback and reference) the offsets and logits are computed transposed,
+  (heads, points, 2, m) and (heads, groups, points, m), so the softmax runs over an outer axis,
+  ``grid_sample`` reads the transposed locations as a strided grid and the (heads, Dh, points, m)
+  samples are weighted in place and summed;
 - the output projection, residual, LayerNorm, FFN and LayerNorm run on the chunk's rows while they are
   in cache;
 - for narrow models (C <= 64: ``tiny``) all of the above is one C pass per query instead
