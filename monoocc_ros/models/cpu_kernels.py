@@ -48,6 +48,20 @@ static void axis(int64_t n, int64_t o, int64_t* lo, int64_t* hi, float* w) {
   *w = (float)(src - (double)l);
 }
 
+#ifdef __AVX512F__
+/* Channel ch's z-line (Z <= 16 floats, one register) at output column (ox, oy), bilinear in (x, y)
+   from the four input lines of the (Y, n, Z) arrays rx0 and rx1 (input rows x0 and x1). */
+static inline __attribute__((always_inline)) __m512 bilinear_line(
+    const float* rx0, const float* rx1, int64_t n, int64_t ch, int64_t Z, int64_t y0, int64_t y1, __m512 vx, __m512 vy) {
+  const __mmask16 m = (__mmask16)((1u << Z) - 1u);
+  const __m512 a00 = _mm512_maskz_loadu_ps(m, rx0 + (y0 * n + ch) * Z), a01 = _mm512_maskz_loadu_ps(m, rx0 + (y1 * n + ch) * Z);
+  const __m512 a10 = _mm512_maskz_loadu_ps(m, rx1 + (y0 * n + ch) * Z), a11 = _mm512_maskz_loadu_ps(m, rx1 + (y1 * n + ch) * Z);
+  const __m512 b0 = _mm512_fmadd_ps(vx, _mm512_sub_ps(a10, a00), a00);
+  const __m512 b1 = _mm512_fmadd_ps(vx, _mm512_sub_ps(a11, a01), a01);
+  return _mm512_fmadd_ps(vy, _mm512_sub_ps(b1, b0), b0);
+}
+#endif
+
 /* The z-line of one channel at output column (ox, oy): bilinear in (x, y) from the four input lines
    (each Z contiguous floats of the (Y, n, Z) arrays rx0 and rx1, input rows x0 and x1), then linear
    along z into ZO outputs. */
@@ -60,13 +74,7 @@ static inline __attribute__((always_inline)) void zline(
   const float* r11 = rx1 + (y1 * n + ch) * Z;
 #ifdef __AVX512F__
   if (Z <= 16) {  /* the line is one register; the z step is two permutes per 16 outputs */
-    const __mmask16 m = (__mmask16)((1u << Z) - 1u);
-    const __m512 a00 = _mm512_maskz_loadu_ps(m, r00), a01 = _mm512_maskz_loadu_ps(m, r01);
-    const __m512 a10 = _mm512_maskz_loadu_ps(m, r10), a11 = _mm512_maskz_loadu_ps(m, r11);
-    const __m512 vx = _mm512_set1_ps(wx), vy = _mm512_set1_ps(wy);
-    const __m512 b0 = _mm512_fmadd_ps(vx, _mm512_sub_ps(a10, a00), a00);
-    const __m512 b1 = _mm512_fmadd_ps(vx, _mm512_sub_ps(a11, a01), a01);
-    const __m512 line = _mm512_fmadd_ps(vy, _mm512_sub_ps(b1, b0), b0);
+    const __m512 line = bilinear_line(rx0, rx1, n, ch, Z, y0, y1, _mm512_set1_ps(wx), _mm512_set1_ps(wy));
     for (int64_t o = 0; o < ZO; o += 16) {  /* zlo, zhi and wzs are padded to a multiple of 16 */
       const __m512 lo = _mm512_permutexvar_ps(_mm512_loadu_si512(zlo + o), line);
       const __m512 hi = _mm512_permutexvar_ps(_mm512_loadu_si512(zhi + o), line);
@@ -94,17 +102,12 @@ static inline __attribute__((always_inline)) void zline(
 static inline __attribute__((always_inline)) void column_stats(
     const float* rx0, const float* rx1, int64_t C, int64_t Z, int64_t y0, int64_t y1, float wx, float wy,
     const int32_t* zlo, const int32_t* zhi, const float* wzs, int64_t ZO, float eps, float* mean, float* rstd) {
-  const __mmask16 m = (__mmask16)((1u << Z) - 1u);
   const __m512 vx = _mm512_set1_ps(wx), vy = _mm512_set1_ps(wy);
   const __m512i next = _mm512_min_epi32(_mm512_set_epi32(16, 15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1),
                                         _mm512_set1_epi32((int)Z - 1));
   __m512 sum = _mm512_setzero_ps(), sq = _mm512_setzero_ps(), nb = _mm512_setzero_ps();
   for (int64_t c = 0; c < C; ++c) {
-    const __m512 a00 = _mm512_maskz_loadu_ps(m, rx0 + (y0 * C + c) * Z), a01 = _mm512_maskz_loadu_ps(m, rx0 + (y1 * C + c) * Z);
-    const __m512 a10 = _mm512_maskz_loadu_ps(m, rx1 + (y0 * C + c) * Z), a11 = _mm512_maskz_loadu_ps(m, rx1 + (y1 * C + c) * Z);
-    const __m512 b0 = _mm512_fmadd_ps(vx, _mm512_sub_ps(a10, a00), a00);
-    const __m512 b1 = _mm512_fmadd_ps(vx, _mm512_sub_ps(a11, a01), a01);
-    const __m512 line = _mm512_fmadd_ps(vy, _mm512_sub_ps(b1, b0), b0);
+    const __m512 line = bilinear_line(rx0, rx1, C, c, Z, y0, y1, vx, vy);
     sum = _mm512_add_ps(sum, line);
     sq = _mm512_fmadd_ps(line, line, sq);
     nb = _mm512_fmadd_ps(line, _mm512_permutexvar_ps(next, line), nb);
@@ -136,7 +139,6 @@ static inline __attribute__((always_inline)) void classify_column(
     const float* rx0, const float* rx1, int64_t K, int64_t Z, int64_t y0, int64_t y1, float wx, float wy,
     const int32_t* zlo, const int32_t* zhi, const float* wzs, int64_t ZO, const float* mean, const float* rstd,
     const float* wsum, const float* bias, uint8_t* lab) {
-  const __mmask16 m = (__mmask16)((1u << Z) - 1u);
   const __m512 vx = _mm512_set1_ps(wx), vy = _mm512_set1_ps(wy);
   const __m512i lo[2] = {_mm512_loadu_si512(zlo), _mm512_loadu_si512(zlo + 16)};
   const __m512i hi[2] = {_mm512_loadu_si512(zhi), _mm512_loadu_si512(zhi + 16)};
@@ -147,11 +149,7 @@ static inline __attribute__((always_inline)) void classify_column(
   __m512i best_k[2] = {_mm512_setzero_si512(), _mm512_setzero_si512()};
   const int blocks = ZO > 16 ? 2 : 1;
   for (int64_t k = 0; k < K; ++k) {
-    const __m512 a00 = _mm512_maskz_loadu_ps(m, rx0 + (y0 * K + k) * Z), a01 = _mm512_maskz_loadu_ps(m, rx0 + (y1 * K + k) * Z);
-    const __m512 a10 = _mm512_maskz_loadu_ps(m, rx1 + (y0 * K + k) * Z), a11 = _mm512_maskz_loadu_ps(m, rx1 + (y1 * K + k) * Z);
-    const __m512 b0 = _mm512_fmadd_ps(vx, _mm512_sub_ps(a10, a00), a00);
-    const __m512 b1 = _mm512_fmadd_ps(vx, _mm512_sub_ps(a11, a01), a01);
-    const __m512 line = _mm512_fmadd_ps(vy, _mm512_sub_ps(b1, b0), b0);
+    const __m512 line = bilinear_line(rx0, rx1, K, k, Z, y0, y1, vx, vy);
     const __m512 ws = _mm512_set1_ps(wsum[k]), bk = _mm512_set1_ps(bias[k]);
     for (int b = 0; b < blocks; ++b) {
       const __m512 l = _mm512_permutexvar_ps(lo[b], line), h = _mm512_permutexvar_ps(hi[b], line);

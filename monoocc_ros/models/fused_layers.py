@@ -319,7 +319,7 @@ static inline __attribute__((always_inline)) void tile(const Layer* L, int64_t q
     for (int64_t p = 0; p < P; ++p)
       for (int t = 0; t < T; ++t) proj[2 * NGP + k + p][t] *= total[t];
   }
-  /* The same corner arithmetic as query()'s, written out again on purpose: folded into one inline
+  /* The same corner arithmetic as attend()'s, written out again on purpose: folded into one inline
      helper with small output arrays, GCC stopped vectorising both loops and DSA ran 2.4x slower
      (63 -> 153 ms p50, tiny_per_voxel at 185x613, one thread, bench_inference). */
   const float fw = (float)W, fh = (float)H;
