@@ -466,21 +466,24 @@ def test_segmentation_head_on_slices_equals_conv3d_path():
         torch.testing.assert_close(head(x), reference, atol=1e-5, rtol=1e-5)
 
 
-def test_cached_depth_lift_equals_the_training_lift():
+@pytest.mark.parametrize("batch", [1, 2])
+def test_cached_depth_lift_equals_the_training_lift(batch):
     """The inference lift (cached index, out-of-range voxels reading an appended zero) gives the
-    training path's soft occupancy exactly, including voxels outside the image and depth range."""
+    training path's soft occupancy exactly, including voxels outside the image and depth range, and
+    each frame of a batch its own camera's and probabilities' lift."""
     from monoocc_ros.models.config import get_model_config
     from monoocc_ros.models.proposals import MonocularProposals
 
     proposals = MonocularProposals(16, get_model_config("tiny").proposal).eval()
     torch.manual_seed(0)
-    prob = torch.rand(1, proposals.bin_edges.numel() - 1, 6, 20).softmax(1)
+    prob = torch.rand(batch, proposals.bin_edges.numel() - 1, 6, 20).softmax(1)
     K = torch.tensor([[120.0, 0, 160, 0], [0, 120, 48, 0], [0, 0, 1, 0], [0, 0, 0, 1]])
     T = torch.tensor([[0.0, -1, 0, 0], [0, 0, -1, 0], [1, 0, 0, 0], [0, 0, 0, 1]])
+    lidar2img = torch.stack([K @ T, K @ (T + torch.tensor([[0.0, 0, 0, 1.5], [0, 0, 0, 0], [0, 0, 0, -4], [0, 0, 0, 0]]))])
     with torch.enable_grad():
-        training = proposals.lift(prob, (K @ T)[None], (96, 320))
+        training = proposals.lift(prob, lidar2img[:batch], (96, 320))
     with torch.no_grad():
-        cached = proposals.lift(prob, (K @ T)[None], (96, 320))
+        cached = proposals.lift(prob, lidar2img[:batch], (96, 320))
     assert 0 < int((training > 0).sum()) < training.numel()  # some voxels inside, some outside
     assert torch.equal(cached, training)
 
