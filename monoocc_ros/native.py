@@ -26,7 +26,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["NativeLibrary", "cache_dir", "in_graph_capture"]
+__all__ = ["NativeLibrary", "cache_dir", "in_graph_capture", "tensors_key"]
 
 
 def in_graph_capture() -> bool:
@@ -36,6 +36,13 @@ def in_graph_capture() -> bool:
     import torch
 
     return torch.jit.is_tracing() or torch.compiler.is_compiling() or torch.compiler.is_exporting()
+
+
+def tensors_key(tensors) -> tuple:
+    """A key that changes when any of ``tensors`` is replaced (storage, dtype, device) or changed in place
+    (its version counter): what a cache of tensors derived from weights (a folded convolution, a
+    positional table) is valid for, through ``load_state_dict`` and in-place edits alike."""
+    return tuple((t.data_ptr(), t._version, t.dtype, str(t.device)) for t in tensors)
 
 
 def cache_dir() -> Path:

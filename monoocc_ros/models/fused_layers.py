@@ -44,8 +44,8 @@ from monoocc_ros.native import NativeLibrary, in_graph_capture
 
 __all__ = ["MAX_DIM", "supports", "fused_layer", "attend_usable", "deform_attend"]
 
-# Stack buffers per query are sized for these; wider models keep the operator chain (where the
-# matmuls are big enough for MKL to be the faster path anyway).
+# Stack buffers per query are sized for these; wider models run their projections and FFN as GEMMs
+# (big enough for MKL/oneDNN to be the faster path) around deform_attend.
 MAX_DIM, MAX_FFN, MAX_PROJ = 64, 256, 768
 
 _SOURCE = r"""
@@ -410,6 +410,7 @@ void deform_layer(const float* x, const float* pos, const float* ref, const uint
     }
   }
 }
+
 /* The attention part of a layer for m queries whose projections are already computed (wider models,
    where the projections are GEMMs): proj (m, 3 N G P) rows, ref_x/ref_y (m) reference points in pixels,
    value (H * W, C) rows (float32, or bf16 when `bf16`), out (m, C) the sampled rows s. */
@@ -537,10 +538,14 @@ def attend_usable(value: Tensor, num_heads: int, num_points: int, groups: int) -
     per head and 256 points per query (its stack buffers), the library built, and not in a trace."""
     if in_graph_capture():
         return False
-    C = value.shape[-1]
-    return (value.device.type == "cpu" and value.dtype in (torch.float32, torch.bfloat16) and C % num_heads == 0
-            and C // num_heads <= 64 and 3 * num_heads * groups * num_points <= MAX_PROJ
-            and _LIBRARY.load() is not None)
+    return (value.device.type == "cpu" and value.dtype in (torch.float32, torch.bfloat16)
+            and _attend_fits(value.shape[-1], num_heads, groups, num_points) and _LIBRARY.load() is not None)
+
+
+def _attend_fits(C: int, N: int, G: int, P: int) -> bool:
+    """C channels split into N heads of at most 64 (attend's accumulators) and N * G * P points within
+    its stack buffers (MAX_PROJ / 3)."""
+    return C % N == 0 and C // N <= 64 and 3 * N * G * P <= MAX_PROJ
 
 
 def deform_attend(proj: Tensor, pixel_ref: Tensor, value: Tensor, map_hw: tuple[int, int], num_heads: int,
@@ -561,7 +566,7 @@ def deform_attend(proj: Tensor, pixel_ref: Tensor, value: Tensor, map_hw: tuple[
     m = proj.shape[0]
     H, W = map_hw
     C, N, G, P = value.shape[-1], num_heads, groups, num_points
-    if C % N or C // N > 64 or 3 * N * G * P > MAX_PROJ:
+    if not _attend_fits(C, N, G, P):
         raise ValueError(f"deform_attend: C={C}, heads={N}, points={G * P} exceed the kernel's buffers")
     proj = checked("proj", proj.contiguous(), (m, 3 * N * G * P))
     ref = checked("pixel_ref", pixel_ref.float().contiguous(), (2, m))

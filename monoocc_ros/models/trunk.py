@@ -22,7 +22,7 @@ from torch.utils.checkpoint import checkpoint
 from monoocc_ros.models.config import RESNET_BLOCKS, TrunkConfig
 from monoocc_ros.models.pooling import max_pool_3x3_s2
 from monoocc_ros.models.state_dict import clean_state_dict
-from monoocc_ros.native import in_graph_capture
+from monoocc_ros.native import in_graph_capture, tensors_key
 
 __all__ = [
     "FrozenBatchNorm2d",
@@ -78,8 +78,7 @@ class FrozenBatchNorm2d(nn.Module):
     def folded_into(self, conv: nn.Conv2d) -> tuple[Tensor, Tensor]:
         """(weight, bias) of ``conv`` followed by this norm, as one convolution; cached until the
         conv's weight or a buffer changes (a new version or storage)."""
-        tensors = (conv.weight, self.weight, self.bias, self.running_mean, self.running_var)
-        key = tuple((t.data_ptr(), t._version, t.dtype, str(t.device)) for t in tensors)
+        key = tensors_key((conv.weight, self.weight, self.bias, self.running_mean, self.running_var))
         if self._folded is None or self._folded[0] != key:
             weight, bias = fold_into_conv(conv, *norm_affine(self))
             self._folded = (key, (weight.detach(), bias.detach()))

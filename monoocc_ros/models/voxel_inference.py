@@ -201,9 +201,11 @@ def cross_attention_layer(
     rows = x + attn.output_proj.bias
     step = chunk_size(_floats_per_query(C, N * P, layer.ffn.fc1.out_features))
     fast = fused_layers.attend_usable(value, N, P, 1)
-    proj_w, proj_b = _projection(sampler)
-    g_weight, g_bias = sampler.sampling_offsets.weight, sampler.sampling_offsets.bias[:, None]
-    a_weight, a_bias = sampler.attention_weights.weight, sampler.attention_weights.bias[:, None]
+    if fast:
+        proj_w, proj_b = _projection(sampler)
+    else:
+        g_weight, g_bias = sampler.sampling_offsets.weight, sampler.sampling_offsets.bias[:, None]
+        a_weight, a_bias = sampler.attention_weights.weight, sampler.attention_weights.bias[:, None]
     for s in range(0, visible_idx.numel(), step):
         idx = visible_idx[s : s + step]
         m = idx.numel()

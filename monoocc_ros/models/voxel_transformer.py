@@ -29,6 +29,7 @@ from monoocc_ros.models.deform_attn import deformable_attention
 from monoocc_ros.models.profiling import stage_timer
 from monoocc_ros.models.voxel_embeddings import LearnedPositionalEncoding, VoxelQueries
 from monoocc_ros.models.voxel_inference import forward_inference, pixel_reference
+from monoocc_ros.native import tensors_key
 
 __all__ = [
     "FFN",
@@ -336,7 +337,7 @@ class OccupancyBlock(nn.Module):
         Expanding and concatenating the row and column embeddings writes Q * C floats (16 MB at
         ``tiny``'s 512 x 512 map, 1.5 ms on 2 cores) that are the same in every frame.
         """
-        key = tuple((p.data_ptr(), p._version, str(p.device), p.dtype) for p in self.positional_encoding.parameters())
+        key = tensors_key(self.positional_encoding.parameters())
         if self._positions_cache is None or self._positions_cache[0] != key:
             self._positions_cache = (key, self.positional_encoding())
         return self._positions_cache[1]
