@@ -12,11 +12,18 @@ frame's time went (``node_stages_ms``: waiting for the inference thread, decode 
 outputs; ``model_stages_ms``) and how much CPU the node and the evaluator (this process: player
 and scorer) used while the frames were processed (``cpu_cores_in_replay``). ``--scoring
 on-arrival`` scores each grid as it arrives (the evaluator before deferred scoring), and
-``--no-camera-warmup`` leaves the node's ``warmup_camera_k`` unset, for A/B runs.
+``--no-camera-warmup`` leaves the node's ``warmup_camera_k`` unset, and ``--executor multi`` runs
+the node on rclpy's MultiThreadedExecutor (the node before it moved to a single-threaded one;
+implies ``--stage-times``), for A/B runs. With ``--stage-times`` the JSON also has
+``input_lateness_ms``: how late each image reached the node's callback, against the replay's
+schedule (its stamp offset from the run's most punctual frame; 0 for that frame), so a frame held
+up in the middleware or behind a busy executor shows apart from the model's time; and
+``gc_pauses_ms``: the node's garbage-collector passes of 1 ms or more while the frames arrived.
 
     python bench/bench_node_replay.py [--config tiny] [--frames 30] [--image-hw 185 613] [--device cpu] \
         [--backend eager|onnxruntime|aotinductor] [--precision fp32|bf16] \
-        [--checkpoint CKPT --bag BAG] [--node-threads N] [--stage-times] [--scoring deferred|on-arrival] [--no-camera-warmup]
+        [--checkpoint CKPT --bag BAG] [--node-threads N] [--stage-times] [--scoring deferred|on-arrival] [--no-camera-warmup] \
+        [--executor single|multi]
 """
 
 from __future__ import annotations
@@ -70,7 +77,10 @@ def main() -> int:
                         help="the evaluator scores after the replay (default) or on each grid's arrival")
     parser.add_argument("--no-camera-warmup", action="store_true",
                         help="leave warmup_camera_k unset (the first frame then computes the camera geometry)")
+    parser.add_argument("--executor", default="single", choices=("single", "multi"),
+                        help="the node's executor: single (as shipped) or rclpy's MultiThreadedExecutor (before)")
     args = parser.parse_args()
+    args.stage_times = args.stage_times or args.executor != "single"
     if (args.checkpoint is None) != (args.bag is None):
         parser.error("--checkpoint and --bag go together")
     frames = 10 if args.quick else args.frames
@@ -93,8 +103,8 @@ def main() -> int:
         if args.node_threads:
             env["OMP_NUM_THREADS"] = str(args.node_threads)
         times_json = tmp / "node_stage_times.json"
-        launcher = [str(REPO / "bench" / "node_stage_times.py"), str(times_json)] if args.stage_times else [
-            "-m", "monoocc_ros.ros.node"]
+        launcher = [str(REPO / "bench" / "node_stage_times.py"), str(times_json), "--executor", args.executor] if (
+            args.stage_times) else ["-m", "monoocc_ros.ros.node"]
         node = subprocess.Popen(
             [
                 sys.executable, *launcher, "--ros-args",
@@ -133,6 +143,7 @@ def main() -> int:
         "node_threads": args.node_threads or os.environ.get("OMP_NUM_THREADS"),
         "scoring": args.scoring,
         "camera_warmup": not args.no_camera_warmup,
+        "executor": args.executor,
         "load_average_1min": round(os.getloadavg()[0], 2),
         "device": args.device,
         "precision": args.precision,
@@ -206,12 +217,27 @@ class _CpuSampler:
         return {pid: (b[1][pid] - a[1][pid]) / span if span > 0 else float("nan") for pid in self.pids}, span
 
 
+def _lateness(inputs: list[list[float]]) -> dict:
+    """p50 and max of how late each image reached the node, against the replay's schedule.
+
+    ``inputs``: [stamp_ns, arrival (monotonic s)] for every image the callback received. The replay
+    plays at the recorded pace, so arrival − stamp is the same for frames delivered alike; each
+    frame's lateness is its arrival − stamp less the smallest over the run (0 for the most punctual).
+    """
+    if not inputs:
+        return {"p50": None, "max": None, "count": 0}
+    offsets = np.array([arrived - stamp_ns / 1e9 for stamp_ns, arrived in inputs])
+    lateness = 1e3 * (offsets - offsets.min())
+    return {"p50": round(float(np.median(lateness)), 1), "max": round(float(lateness.max()), 1), "count": len(inputs)}
+
+
 def _stage_summary(times_json: Path, sampler: _CpuSampler, node_pid: int) -> dict:
     """p50 and max of each part of the processed frames (ms), the gaps between their arrivals, and the
     CPU of node and evaluator meanwhile."""
-    if not times_json.is_file():
-        return {"node_stages_ms": None, "note": f"{times_json.name} not written: the node processed no frame"}
-    frames = json.loads(times_json.read_text())["frames"]
+    record = json.loads(times_json.read_text()) if times_json.is_file() else {"frames": []}
+    frames = record["frames"]
+    if not frames:
+        return {"node_stages_ms": None, "note": "the node processed no frame"}
     p50 = lambda values: round(float(np.median(values)), 1)  # noqa: E731
     parts = {
         "wait_for_inference_thread": [f["start"] - f["arrived"] for f in frames],
@@ -229,6 +255,11 @@ def _stage_summary(times_json: Path, sampler: _CpuSampler, node_pid: int) -> dic
         "arrival_gaps_ms": [round(1e3 * (b["arrived"] - a["arrived"]), 1) for a, b in zip(frames, frames[1:])],
         "first_frame_model_ms": round(1e3 * parts["model"][0], 1),  # camera geometry when not warmed
         "model_stages_ms": {k: p50([f["model_ms"][k] for f in frames]) for k in frames[0]["model_ms"]},
+        "input_lateness_ms": _lateness(record["inputs"]),
+        "gc_pauses_ms": [
+            [round(ms, 1), generation] for start, ms, generation in record["gc_pauses"]
+            if frames[0]["arrived"] - 1.0 <= start <= frames[-1]["end"]
+        ],
         "cpu_cores_in_replay": {
             "window_s": round(span, 2),
             "node": round(cores[node_pid], 2),

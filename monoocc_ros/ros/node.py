@@ -15,8 +15,10 @@ timings, diagnostics) from the :class:`~monoocc_ros.ros.node_outputs.NodeOutputs
 module holds the lifecycle, the input callbacks and the per-frame checks.
 
 A light image callback keeps only the newest frame (latest frame wins, replaced frames are
-counted as dropped); one inference thread takes it, so TF, parameter, lifecycle and
-diagnostics callbacks keep running on the multi-threaded executor. Run with
+counted as dropped); the model runs on its own thread (:mod:`monoocc_ros.model_thread`), so
+every callback (image, CameraInfo, TF, parameters, lifecycle, diagnostics) is short and one
+single-threaded executor serves them all (see :func:`main` for why not rclpy's multi-threaded
+one). Run with
 ``ros2 run monoocc_ros monoocc_node --ros-args --params-file config/monoocc.yaml -p checkpoint_path:=...``
 or ``python -m monoocc_ros.ros.node`` where ``ros2`` is not installed.
 """
@@ -32,7 +34,7 @@ import rclpy
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.clock import Clock, ClockType
 from rclpy.event_handler import SubscriptionEventCallbacks
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -394,7 +396,14 @@ def main(args: list[str] | None = None) -> int:
         print(f"monoocc_node: invalid ROS arguments: {err}", file=sys.stderr)
         return 2
     node = None
-    executor = MultiThreadedExecutor()
+    # Not rclpy's MultiThreadedExecutor: its spin loop hands each ready callback to a worker pool
+    # and, while that callback still waits in the pool's queue, yields it again and returns at once
+    # instead of waiting (ros2/rclpy#1452, fixed after Jazzy by #1547). The spinning thread then
+    # holds the GIL that the queued workers need, and with the model busy on both cores image
+    # callbacks ran hundreds of milliseconds late, several frames at once, so all but the newest
+    # were dropped (bench/bench_node_replay.py --executor multi). Every callback here is short,
+    # so one thread serves them all.
+    executor = SingleThreadedExecutor()
     code = 0
     try:
         try:

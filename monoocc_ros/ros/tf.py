@@ -58,8 +58,8 @@ class Tf2TransformSource(TransformSource):
             # restarted bag under use_sim_time) clears it; without, every later lookup of the
             # replay fails with TF_OLD_DATA.
             buffer = tf2_ros.Buffer(node=node)
-            # The listener subscribes in its own reentrant callback group, so /tf keeps arriving
-            # on the node's multi-threaded executor while the inference thread polls.
+            # The listener's /tf subscriptions are served by the node's executor thread while the
+            # inference thread polls the buffer (the executor never waits on the model).
             self._listener = tf2_ros.TransformListener(buffer, node, spin_thread=False)
         self._buffer = buffer
         self._grid_frame = grid_frame
