@@ -59,7 +59,8 @@ class Tf2TransformSource(TransformSource):
             # replay fails with TF_OLD_DATA.
             buffer = tf2_ros.Buffer(node=node)
             # The listener's /tf subscriptions are served by the node's executor thread while the
-            # inference thread polls the buffer (the executor never waits on the model).
+            # inference thread polls the buffer. Only deactivate makes the executor wait for the
+            # inference loop; a lookup in flight then ends at its deadline (tf_timeout_s).
             self._listener = tf2_ros.TransformListener(buffer, node, spin_thread=False)
         self._buffer = buffer
         self._grid_frame = grid_frame
