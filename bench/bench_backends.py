@@ -7,6 +7,12 @@ export`` would. Timing is round-robin: each frame goes through every backend bef
 so a load change on the machine hits all of them alike. A run below 99.5 % agreement on any frame
 does not count (``counts: false``).
 
+Agreement over the whole grid is dominated by free space (most voxels are empty in both runs), so
+each run also reports ``occupied_agreement``: the share of voxels that either run calls occupied on
+which the two give the same label, and the JSON gives the reference's occupied share per frame
+(``reference_occupied``). A model that predicts almost nothing would agree trivially on the grid;
+these two figures show it.
+
 Usage:
     python bench/bench_backends.py --checkpoint demo_out/student/last.pt \\
         --sequence demo_out/kitti/sequences/08 --frames 20 --repeats 2 --out backends.json
@@ -18,8 +24,8 @@ that have no trained checkpoint here (``monoocc_s``); its checkpoint is written 
 (so backends that cache artefacts beside it work) and the JSON says ``"weights": "random"``. Random
 weights have small decision margins, so their agreement is a harsher test than a trained model's.
 
-Prints one JSON: per backend ``total_ms`` (p50, p90), ``agreement`` (min, mean over frames),
-``counts``, ``export_s``.
+Prints one JSON: per backend ``total_ms`` (p50, p90), ``agreement`` and ``occupied_agreement``
+(min, mean over frames), ``counts``, ``export_s``.
 """
 
 from __future__ import annotations
@@ -61,6 +67,15 @@ def _frames(sequence: Path, count: int, image_hw: tuple[int, int] | None):
     return out
 
 
+def _agreement(labels: np.ndarray, reference: np.ndarray) -> tuple[float, float]:
+    """(share of all voxels with equal labels, the same share among voxels either side calls occupied)."""
+    from monoocc_ros.labels import EMPTY
+
+    occupied = (labels != EMPTY) | (reference != EMPTY)
+    same = labels == reference
+    return float(same.mean()), float(same[occupied].mean()) if occupied.any() else 1.0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     source = parser.add_mutually_exclusive_group(required=True)
@@ -81,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
 
     from monoocc_ros.inference import BackendError, backend_artefact, build_backend, export_backend
+    from monoocc_ros.labels import EMPTY
     from monoocc_ros.models.checkpoint import build_model_from_checkpoint, load_checkpoint
 
     image_hw = tuple(int(v) for v in args.image_hw.lower().split("x")) if args.image_hw else None
@@ -115,30 +131,38 @@ def main(argv: list[str] | None = None) -> int:
     reference = build_backend("eager", model, precision="fp32")
     times = {run: [] for run in predictors}
     agreement = {run: [] for run in predictors}
+    occupied_agreement = {run: [] for run in predictors}
+    reference_occupied = []
     for rep in range(max(2, args.repeats)):
         for i, (image, K, T) in enumerate(frames):
             ref = reference.predict(image, K, T).labels if rep == 0 else None
+            if ref is not None:
+                reference_occupied.append(round(float((ref != EMPTY).mean()), 6))
             for run, predictor in predictors.items():
                 start = time.perf_counter()
                 labels = predictor.predict(image, K, T).labels
                 if rep > 0:
                     times[run].append(1000.0 * (time.perf_counter() - start))
                 else:
-                    agreement[run].append(float((labels == ref).mean()))
+                    whole, occupied = _agreement(labels, ref)
+                    agreement[run].append(whole)
+                    occupied_agreement[run].append(occupied)
         print(f"pass {rep + 1}/{max(2, args.repeats)} done", file=sys.stderr, flush=True)
     report = {
         "checkpoint": None if args.config else str(args.checkpoint), "config_name": ckpt.get("config_name"),
         "weights": "random" if args.config else "checkpoint", "image_hw": list(hw),
         "frames": len(frames), "torch_threads": torch.get_num_threads(), "load_average": list(os.getloadavg()),
-        "reference": "eager:fp32",
+        "reference": "eager:fp32", "reference_occupied": reference_occupied,
         "runs": {}, "skipped": skipped,
     }
     for run in predictors:
         t = np.asarray(times[run])
         a = np.asarray(agreement[run])
+        o = np.asarray(occupied_agreement[run])
         report["runs"][run] = {
             "total_ms": {"p50": round(float(np.percentile(t, 50)), 1), "p90": round(float(np.percentile(t, 90)), 1)},
             "agreement": {"min": round(float(a.min()), 6), "mean": round(float(a.mean()), 6)},
+            "occupied_agreement": {"min": round(float(o.min()), 6), "mean": round(float(o.mean()), 6)},
             "counts": bool(a.min() >= MIN_AGREEMENT),
             **({"export_s": export_s[run]} if run in export_s else {}),
         }

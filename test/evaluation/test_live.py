@@ -71,7 +71,7 @@ def test_missing_outputs_count_as_missed(ros_domain, gt_bag, offline_run, eval_c
 
 @pytest.fixture(scope="module")
 def node(ros_domain, tiny_checkpoint, gt_bag):
-    from rclpy.executors import MultiThreadedExecutor
+    from rclpy.executors import SingleThreadedExecutor
     from rclpy.lifecycle import TransitionCallbackReturn
     from rclpy.parameter import Parameter
 
@@ -90,7 +90,7 @@ def node(ros_domain, tiny_checkpoint, gt_bag):
             Parameter("markers_rate_hz", value=0.0),
         ]
     )
-    executor = MultiThreadedExecutor()
+    executor = SingleThreadedExecutor()
     executor.add_node(node)
     spinner = threading.Thread(target=executor.spin, daemon=True)
     spinner.start()

@@ -6,17 +6,18 @@ from __future__ import annotations
 import threading
 from contextlib import contextmanager
 
-from rclpy.executors import MultiThreadedExecutor
+from rclpy.executors import SingleThreadedExecutor
 
 
 @contextmanager
-def spinning(node, *peers, num_threads: int = 4, deactivate: bool = True):
-    """Spin ``node`` and ``peers`` on a multi-threaded executor in a thread while the block runs.
+def spinning(node, *peers, deactivate: bool = True):
+    """Spin ``node`` and ``peers`` on one single-threaded executor in a thread while the block runs
+    (the executor the node's own ``main()`` spins; its callbacks are short, the model has its own thread).
 
     On exit, whatever the block raised: stop the executor, deactivate ``node`` (a lifecycle node;
     ignored where it is not active) when ``deactivate``, and destroy every node.
     """
-    executor = MultiThreadedExecutor(num_threads=num_threads)
+    executor = SingleThreadedExecutor()
     for n in (node, *peers):
         executor.add_node(n)
     spinner = threading.Thread(target=executor.spin, daemon=True)

@@ -51,7 +51,7 @@ def rig(ros_domain, tiny_checkpoint):
         "info": tester.create_publisher(CameraInfo, f"/{NAME}/input/camera_info", RELIABLE),
         "odom": tester.create_publisher(Odometry, f"/{NAME}/input/odom", RELIABLE),
     }
-    with spinning(node, tester, num_threads=4):
+    with spinning(node, tester):
         assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
         assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
         deadline = time.monotonic() + 20

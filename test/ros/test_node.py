@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import Log
-from rclpy.executors import MultiThreadedExecutor
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy
@@ -105,7 +105,7 @@ class Harness:
         sub(MarkerArray, f"{base}/output/markers", self.markers.append, RELIABLE)
         sub(DiagnosticArray, "/diagnostics", self.diagnostics.append, 10)
         sub(Log, "/rosout", self.logs.append, QoSProfile(depth=100))
-        self.executor = MultiThreadedExecutor(num_threads=4)
+        self.executor = SingleThreadedExecutor()
         self.executor.add_node(self.node)
         self.executor.add_node(self.tester)
         self.spinner = threading.Thread(target=self.executor.spin, daemon=True)
@@ -234,7 +234,7 @@ def test_compressed_input_over_best_effort_without_camera_info_is_rejected(ros_d
     node = _tiny_node("monoocc_compressed", tiny_checkpoint, config_name="", image_transport="compressed")
     tester = rclpy.create_node("compressed_tester")
     pub = tester.create_publisher(CompressedImage, "/monoocc_compressed/input/image", RELIABLE)
-    with spinning(node, tester, num_threads=2):
+    with spinning(node, tester):
         assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
         assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
         deadline = time.monotonic() + 20
@@ -262,7 +262,7 @@ def test_diagnostics_run_on_wall_time_with_use_sim_time_and_no_clock(ros_domain,
         statuses.extend(s for s in msg.status if "monoocc_sim_time" in s.name)
 
     listener.create_subscription(DiagnosticArray, "/diagnostics", on_diagnostics, 10)
-    with spinning(node, listener, num_threads=2):
+    with spinning(node, listener):
         assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
         assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
         deadline = time.monotonic() + 20

@@ -43,7 +43,7 @@ def test_burst_while_busy_every_frame_processed_or_counted(ros_domain, tiny_chec
     publisher_qos = QoSProfile(depth=BURST, reliability=ReliabilityPolicy.RELIABLE)
     image_pub = tester.create_publisher(Image, f"{base}/input/image", publisher_qos)
     info_pub = tester.create_publisher(CameraInfo, f"{base}/input/camera_info", publisher_qos)
-    with spinning(node, tester, num_threads=4):
+    with spinning(node, tester):
         assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
         assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
         assert _wait(lambda: image_pub.get_subscription_count() == 1 and info_pub.get_subscription_count() == 1, 20)

@@ -148,7 +148,7 @@ def test_tf2_lookup_at_the_image_stamp_with_slash_frames_and_bad_stamps(ros_doma
     grids: list[SemanticOccupancyGrid] = []
     tester.create_subscription(SemanticOccupancyGrid, "/monoocc_tf2/output/occupancy", grids.append, RELIABLE)
     stats = node.stats
-    with spinning(node, tester, num_threads=3):
+    with spinning(node, tester):
         assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
         assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
         assert _wait(lambda: image_pub.get_subscription_count() == 1 and info_pub.get_subscription_count() == 1)
@@ -265,7 +265,7 @@ def test_model_is_loaded_warmed_up_run_and_released_on_one_thread(ros_domain, ti
     grids: list[SemanticOccupancyGrid] = []
     tester.create_subscription(SemanticOccupancyGrid, "/monoocc_one_thread/output/occupancy", grids.append, RELIABLE)
     # deactivate=False: the block deactivates (which releases the model) itself
-    with spinning(node, tester, num_threads=3, deactivate=False):
+    with spinning(node, tester, deactivate=False):
         assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
         predictor = node.predictor
         monkeypatch.setattr(predictor, "predict", recorded("predict", predictor.predict))
