@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from monoocc_ros.models.config import ModelConfig, TrunkConfig
 from monoocc_ros.models.fpn import FPN
 from monoocc_ros.models.heads import OccupancyHead, SemDecoder
+from monoocc_ros.models.precision import autocast_off
 from monoocc_ros.models.proposals import MonocularProposals
 from monoocc_ros.models.trunk import FrozenBatchNorm2d, build_trunk
 from monoocc_ros.models.voxel_transformer import OccupancyBlock, stage_timer
@@ -29,11 +30,14 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def lidar2img_from(K: Tensor, T_cam_grid: Tensor) -> Tensor:
-    """(..., 3, 3) intrinsics and (..., 4, 4) grid->camera -> (..., 4, 4) K4 @ T_cam_grid."""
-    K4 = torch.zeros(*K.shape[:-2], 4, 4, dtype=T_cam_grid.dtype, device=K.device)
-    K4[..., :3, :3] = K.to(T_cam_grid.dtype)
+    """(..., 3, 3) intrinsics and (..., 4, 4) grid->camera -> (..., 4, 4) K4 @ T_cam_grid, in float32
+    whatever the caller's autocast (:mod:`~monoocc_ros.models.precision`)."""
+    T_cam_grid = T_cam_grid.to(torch.float32)
+    K4 = torch.zeros(*K.shape[:-2], 4, 4, dtype=torch.float32, device=K.device)
+    K4[..., :3, :3] = K.to(torch.float32)
     K4[..., 3, 3] = 1
-    return K4 @ T_cam_grid
+    with autocast_off(K4):
+        return K4 @ T_cam_grid
 
 
 def count_parameters(module: nn.Module) -> int:

@@ -21,6 +21,7 @@ from monoocc_ros.grid import KITTI_GRID, KITTI_GRID_HALF, VoxelGrid
 from monoocc_ros.models import conv3d_kernel
 from monoocc_ros.models.config import ProposalConfig
 from monoocc_ros.models.pooling import max_pool_2x2
+from monoocc_ros.models.precision import autocast_off
 from monoocc_ros.models.trunk import fold_into_conv, norm_affine
 
 __all__ = ["QueryFiles", "conv3d_as_conv2d", "conv3d_on_slices", "depth_bin_edges", "DepthHead", "depth_lift_index", "lift_depth_to_occupancy", "QueryProposalNet", "SegmentationHead3d", "MonocularProposals", "read_query_file"]
@@ -142,8 +143,9 @@ def depth_lift_index(
     D = bin_edges.numel() - 1
     hf, wf = feature_hw
     h, w = image_hw
-    pts = torch.cat([centres, centres.new_ones(centres.shape[0], 1)], 1)
-    cam = torch.einsum("bij,qj->bqi", lidar2img.to(centres.dtype), pts)
+    pts = torch.cat([centres, centres.new_ones(centres.shape[0], 1)], 1).to(torch.float32)
+    with autocast_off(pts):
+        cam = torch.einsum("bij,qj->bqi", lidar2img.to(torch.float32), pts)
     depth = cam[..., 2]
     uv = cam[..., :2] / depth.clamp(min=1e-5)[..., None]
     col = (uv[..., 0] / w * wf).floor().long()

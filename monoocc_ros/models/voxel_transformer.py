@@ -26,6 +26,7 @@ from torch.utils.checkpoint import checkpoint
 from monoocc_ros.grid import KITTI_GRID_HALF, VoxelGrid
 from monoocc_ros.models.config import VoxelStageConfig
 from monoocc_ros.models.deform_attn import deformable_attention
+from monoocc_ros.models.precision import autocast_off
 from monoocc_ros.models.profiling import stage_timer
 from monoocc_ros.models.voxel_embeddings import LearnedPositionalEncoding, VoxelQueries
 from monoocc_ros.models.voxel_inference import forward_inference, pixel_reference
@@ -279,7 +280,8 @@ def project_voxels(centres: Tensor, lidar2img: Tensor, image_hw: tuple[int, int]
     lidar2img = lidar2img.to(torch.float32)
     pts = torch.cat([centres.to(torch.float32), centres.new_ones(centres.shape[0], 1, dtype=torch.float32)], 1)
     # (B, V, 4, 4) x (Q, 4) -> (B, V, Q, 4)
-    cam = torch.einsum("bvij,qj->bvqi", lidar2img, pts)
+    with autocast_off(pts):
+        cam = torch.einsum("bvij,qj->bvqi", lidar2img, pts)
     depth = cam[..., 2:3]
     uv = cam[..., :2] / depth.clamp(min=1e-5)
     reference = uv / uv.new_tensor([w, h])
