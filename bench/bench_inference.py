@@ -4,8 +4,11 @@ inference path vs the training path's layers). Each stage is set against this ma
 measured in the same run: a matmul probe (FLOP floor) and a copy probe (memory floor).
 Prints one JSON object.
 
-Models are randomly initialised (seed 0) unless ``--checkpoint`` gives trained weights: latency does
-not depend on the weights, label agreement does (use a trained checkpoint for it). Agreement of a
+Models are randomly initialised (seed 0) unless ``--checkpoint`` gives trained weights. Label agreement
+depends on the weights (use a trained checkpoint for it), and so does the work: the proposal stage
+picks the voxels the cross-attention queries, and random weights pick more of them (``monoocc_s``
+on the real frame: 601 GFLOP random, 466 GFLOP for a checkpoint trained 30 steps), so each run's
+floor comes from its own ``gflop_per_frame``. Agreement of a
 variant with the fp32 eager reference is measured on the same real KITTI frame (sequence 08 of
 /work/shared/data/semantickitti-real when present, else a generated image).
 

@@ -25,8 +25,8 @@ TRAIN_STEPS="${DEMO_TRAIN_STEPS:-50}"  # about 1.7 s each on 2 CPU cores
 IMAGE_SIZE=(185 613)  # half the KITTI size keeps CPU training to minutes
 # The node's inference backend, precision and threads (README "Real time"; bench/bench_backends.py
 # on this student, one process): eager, onnxruntime and aotinductor run at the same p50 here (the
-# compiled dense stages are a small part of the frame), bf16 agrees 99.3-99.6 % per frame with fp32
-# on this student (under the 99.5 % bar on some frames), and on a quiet machine two torch threads
+# compiled dense stages are a small part of the frame), bf16 agrees at least 99.93 % per frame with
+# fp32 on this student but runs 3x slower (its fused C layers are fp32 only), and on a quiet machine two torch threads
 # beat one (9 of 20 frames at 246 ms p50 against 8 at 341 ms); on a loaded machine one beats two
 # (an OpenMP barrier waits for whichever thread the scheduler parked): DEMO_NODE_THREADS=1 there. DEMO_BACKEND=aotinductor (or
 # onnxruntime) builds its artefact once with `monoocc export` below, reused while the checkpoint is
