@@ -39,14 +39,15 @@ def test_camera_geometry_is_float32_under_autocast():
     edges = depth_bin_edges(2.0, 58.0, 112)
     fine = torch.from_numpy(KITTI_GRID.centres()).float()
     flat, valid = depth_lift_index(fine, lidar2img, IMAGE_HW, (24, 77), edges)
+    homogeneous = torch.cat([centres, torch.ones(len(centres), 1)], 1)
+    exact = torch.einsum("bij,qj->bqi", lidar2img, homogeneous)
     with _bf16():
         lidar2img_amp = lidar2img_from(K, T)
         # the check has teeth: the same product under autocast is off by pixels at 50 m
-        naive = torch.einsum("bij,qj->bqi", lidar2img, torch.cat([centres, torch.ones(len(centres), 1)], 1))
+        naive = torch.einsum("bij,qj->bqi", lidar2img, homogeneous)
         reference_amp, visible_amp = project_voxels(centres, lidar2img_amp[:, None], IMAGE_HW)
         flat_amp, valid_amp = depth_lift_index(fine, lidar2img_amp, IMAGE_HW, (24, 77), edges)
     assert naive.dtype == torch.bfloat16
-    exact = torch.einsum("bij,qj->bqi", lidar2img, torch.cat([centres, torch.ones(len(centres), 1)], 1))
     assert (naive.float() - exact).abs().max() > 1.0
     assert lidar2img_amp.dtype == torch.float32 and torch.equal(lidar2img_amp, lidar2img)
     assert reference_amp.dtype == torch.float32 and torch.equal(reference_amp, reference)
